@@ -1,3 +1,7 @@
-//! opal-topics: the topic catalog, environment profiles and provisioning.
-//!
-//! Filled by the schemas/kafka-init issue; the workspace issue only lays the crate down.
+//! opal-topics: Kafka connection settings, the topic catalog, environment
+//! profiles and provisioning (the `opal-admin` binary).
+
+pub mod connection;
+pub mod telemetry;
+
+pub use connection::{ConnectionError, KafkaArgs};

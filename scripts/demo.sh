@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# The pipeline scenario on the embedded local stack.
+#
+# Today it runs what exists: the stack comes up and every service answers.
+# kafka-init, the producers and the four consumers join as their issues land.
+#   --down   stop the stack afterwards
+set -euo pipefail
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$ROOT"
+STACK=scripts/dev-stack.sh
+down=0
+for arg in "$@"; do
+    case $arg in
+        --down) down=1 ;;
+        *) echo "demo.sh: unknown argument '$arg' (expected --down)" >&2; exit 2 ;;
+    esac
+done
+
+step() { printf '\n== %s\n' "$*"; }
+
+step "local stack"
+$STACK up
+eval "$($STACK env)"
+
+step "broker metadata"
+target/debug/opal-admin ping
+
+step "schema registry"
+curl -sf "$SCHEMA_REGISTRY_URL/config"; echo
+curl -sf "$SCHEMA_REGISTRY_URL/subjects"; echo
+
+if [ $down -eq 1 ]; then
+    step "stopping the stack"
+    $STACK down
+fi

@@ -1,0 +1,228 @@
+//! Kafka connection settings shared by every binary, turned into an rdkafka
+//! `ClientConfig` in one place.
+
+use std::time::Duration;
+
+use clap::Args;
+use rdkafka::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectionError {
+    #[error("invalid --kafka-option '{0}': expected key=value")]
+    MalformedOption(String),
+    #[error(
+        "--kafka-option {0} conflicts with a setting opal derives itself; use the dedicated flag"
+    )]
+    ConflictingOption(String),
+    #[error("KAFKA_PASSWORD is set but KAFKA_USERNAME is not")]
+    PasswordWithoutUser,
+    #[error("cannot create a Kafka client: {0}")]
+    Client(#[source] rdkafka::error::KafkaError),
+    #[error("broker metadata from {brokers} not available within {timeout:?}: {source}")]
+    Unreachable {
+        brokers: String,
+        timeout: Duration,
+        #[source]
+        source: rdkafka::error::KafkaError,
+    },
+    #[error("metadata task failed: {0}")]
+    Join(#[from] tokio::task::JoinError),
+}
+
+/// How to reach the Kafka cluster. Credentials switch on SASL_SSL.
+#[derive(Clone, Args)]
+pub struct KafkaArgs {
+    /// Bootstrap brokers, comma-separated host:port.
+    #[arg(
+        long = "brokers",
+        env = "KAFKA_BROKERS",
+        default_value = "127.0.0.1:9092"
+    )]
+    pub brokers: String,
+
+    /// SASL username; setting it switches the connection to SASL_SSL.
+    #[arg(long = "kafka-username", env = "KAFKA_USERNAME")]
+    pub username: Option<String>,
+
+    /// SASL password.
+    #[arg(
+        long = "kafka-password",
+        env = "KAFKA_PASSWORD",
+        hide_env_values = true
+    )]
+    pub password: Option<String>,
+
+    /// SASL mechanism used with credentials.
+    #[arg(
+        long = "kafka-sasl-mechanism",
+        env = "KAFKA_SASL_MECHANISM",
+        default_value = "SCRAM-SHA-512"
+    )]
+    pub sasl_mechanism: String,
+
+    /// CA certificate (PEM) used to verify the brokers' TLS certificates.
+    #[arg(long = "kafka-ssl-ca-location", env = "KAFKA_SSL_CA_LOCATION")]
+    pub ssl_ca_location: Option<String>,
+
+    /// Extra librdkafka setting as key=value; may be repeated.
+    #[arg(long = "kafka-option", value_name = "KEY=VALUE")]
+    pub options: Vec<String>,
+}
+
+impl std::fmt::Debug for KafkaArgs {
+    // The password never reaches a log line.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KafkaArgs")
+            .field("brokers", &self.brokers)
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .field("sasl_mechanism", &self.sasl_mechanism)
+            .field("ssl_ca_location", &self.ssl_ca_location)
+            .field("options", &self.options)
+            .finish()
+    }
+}
+
+/// Settings opal derives from the typed flags; the raw pass-through may not override them.
+const DERIVED_KEYS: [&str; 6] = [
+    "bootstrap.servers",
+    "security.protocol",
+    "sasl.mechanism",
+    "sasl.username",
+    "sasl.password",
+    "ssl.ca.location",
+];
+
+impl KafkaArgs {
+    /// Settings for the local stack (tests and examples).
+    pub fn local(brokers: impl Into<String>) -> Self {
+        KafkaArgs {
+            brokers: brokers.into(),
+            username: None,
+            password: None,
+            sasl_mechanism: "SCRAM-SHA-512".to_owned(),
+            ssl_ca_location: None,
+            options: Vec::new(),
+        }
+    }
+
+    /// The rdkafka configuration every opal client starts from.
+    pub fn client_config(&self) -> Result<ClientConfig, ConnectionError> {
+        let mut config = ClientConfig::new();
+        config.set("bootstrap.servers", &self.brokers);
+        match (&self.username, &self.password) {
+            (Some(user), password) => {
+                config
+                    .set("security.protocol", "SASL_SSL")
+                    .set("sasl.mechanism", &self.sasl_mechanism)
+                    .set("sasl.username", user)
+                    .set("sasl.password", password.as_deref().unwrap_or(""));
+            }
+            (None, Some(_)) => return Err(ConnectionError::PasswordWithoutUser),
+            (None, None) => {}
+        }
+        if let Some(ca) = &self.ssl_ca_location {
+            if self.username.is_none() {
+                config.set("security.protocol", "SSL");
+            }
+            config.set("ssl.ca.location", ca);
+        }
+        for option in &self.options {
+            let (key, value) = option
+                .split_once('=')
+                .ok_or_else(|| ConnectionError::MalformedOption(option.clone()))?;
+            let key = key.trim();
+            if DERIVED_KEYS.contains(&key) {
+                return Err(ConnectionError::ConflictingOption(key.to_owned()));
+            }
+            config.set(key, value.trim());
+        }
+        Ok(config)
+    }
+
+    /// Fetches cluster metadata: (broker count, topic names). Runs the blocking
+    /// librdkafka call off the async workers.
+    pub async fn fetch_metadata(
+        &self,
+        timeout: Duration,
+    ) -> Result<(usize, Vec<String>), ConnectionError> {
+        let consumer: BaseConsumer = self
+            .client_config()?
+            .create()
+            .map_err(ConnectionError::Client)?;
+        let brokers = self.brokers.clone();
+        tokio::task::spawn_blocking(move || {
+            let metadata = consumer.fetch_metadata(None, timeout).map_err(|source| {
+                ConnectionError::Unreachable {
+                    brokers,
+                    timeout,
+                    source,
+                }
+            })?;
+            let topics = metadata
+                .topics()
+                .iter()
+                .map(|t| t.name().to_owned())
+                .collect();
+            Ok((metadata.brokers().len(), topics))
+        })
+        .await?
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn credentials_switch_on_sasl_ssl() {
+        let mut args = KafkaArgs::local("b:9092");
+        args.username = Some("svc".into());
+        args.password = Some("pw".into());
+        let config = args.client_config().expect("config");
+        assert_eq!(config.get("security.protocol"), Some("SASL_SSL"));
+        assert_eq!(config.get("sasl.mechanism"), Some("SCRAM-SHA-512"));
+        assert!(
+            !format!("{args:?}").contains("pw"),
+            "password redacted in Debug"
+        );
+    }
+
+    #[test]
+    fn plain_without_credentials() {
+        let config = KafkaArgs::local("b:9092").client_config().expect("config");
+        assert_eq!(config.get("security.protocol"), None);
+        assert_eq!(config.get("bootstrap.servers"), Some("b:9092"));
+    }
+
+    #[test]
+    fn raw_options_pass_through_but_cannot_override_derived_ones() {
+        let mut args = KafkaArgs::local("b:9092");
+        args.options = vec!["socket.timeout.ms=5000".into()];
+        assert_eq!(
+            args.client_config().expect("ok").get("socket.timeout.ms"),
+            Some("5000")
+        );
+        args.options = vec!["bootstrap.servers=elsewhere:9092".into()];
+        assert!(matches!(
+            args.client_config(),
+            Err(ConnectionError::ConflictingOption(_))
+        ));
+        args.options = vec!["no-equals".into()];
+        assert!(matches!(
+            args.client_config(),
+            Err(ConnectionError::MalformedOption(_))
+        ));
+    }
+
+    #[test]
+    fn password_without_user_is_refused() {
+        let mut args = KafkaArgs::local("b:9092");
+        args.password = Some("pw".into());
+        assert!(matches!(
+            args.client_config(),
+            Err(ConnectionError::PasswordWithoutUser)
+        ));
+    }
+}
