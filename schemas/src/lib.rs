@@ -1,3 +1,18 @@
-//! opal-schemas: Avro event schemas, typed events and the Confluent wire-format codec.
+//! opal-schemas: Avro event schemas, typed events, the Confluent wire-format
+//! codec and a Schema Registry client.
 //!
-//! Filled by the schemas issue; the workspace issue only lays the crate down.
+//! - [`events`]: one Rust struct per event type, mirroring `avro/*.avsc`.
+//! - [`catalog`]: event type ↔ topic, key field, schema file, subject naming.
+//! - [`codec`]: wire-format encode/decode with per-schema-id caching.
+//! - [`registry`]: the registry REST client, with typed errors.
+
+pub mod catalog;
+pub mod codec;
+pub mod events;
+pub mod registry;
+pub mod samples;
+
+pub use catalog::{Event, EventType, OpalEvent, value_subject};
+pub use codec::{Codec, CodecError, Decoded};
+pub use events::*;
+pub use registry::{RegistryClient, RegistryConfig, RegistryError};

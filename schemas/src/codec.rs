@@ -1,0 +1,253 @@
+//! The Confluent wire format: magic byte 0, a 4-byte big-endian schema id, then
+//! the Avro binary body.
+//!
+//! Writer schemas are fetched and parsed once per schema id and kept; whether
+//! they need resolving against our reader schema is decided once too, so the
+//! common case (writer == reader) decodes without per-message resolution.
+//! Registry errors are never cached: the next message asks again.
+
+use std::collections::HashMap;
+use std::sync::{Arc, OnceLock, RwLock};
+
+use apache_avro::Schema;
+
+use crate::catalog::{Event, EventType, value_subject};
+use crate::registry::{RegistryClient, RegistryError};
+
+const MAGIC: u8 = 0;
+const HEADER_LEN: usize = 5;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CodecError {
+    /// Not the Confluent wire format at all (too short, wrong magic byte).
+    #[error("not Confluent wire format: {0}")]
+    NotWireFormat(String),
+    /// The registry does not know the schema id in the header.
+    #[error("schema id {0} is not in the schema registry")]
+    UnknownSchemaId(u32),
+    /// Avro of a schema that is none of our events.
+    #[error("schema id {schema_id} is '{name}', which is not an OPAL event")]
+    ForeignSchema { schema_id: u32, name: String },
+    /// The body does not decode with its writer schema, or does not resolve to ours.
+    #[error("corrupt Avro body (schema id {schema_id}): {reason}")]
+    CorruptAvro { schema_id: u32, reason: String },
+    /// The event cannot be written with its schema; names the field where it can.
+    #[error("cannot serialise {event_type}: {reason}")]
+    Serialization {
+        event_type: EventType,
+        reason: String,
+    },
+    #[error(
+        "subject '{0}' has no registered version of our schema; run kafka-init (opal-admin init)"
+    )]
+    SchemaNotRegistered(String),
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+}
+
+impl CodecError {
+    /// The bytes can never decode: dead-letter them, don't retry.
+    pub fn is_undecodable(&self) -> bool {
+        matches!(
+            self,
+            CodecError::NotWireFormat(_)
+                | CodecError::UnknownSchemaId(_)
+                | CodecError::ForeignSchema { .. }
+                | CodecError::CorruptAvro { .. }
+        )
+    }
+
+    /// The registry could not be asked: pause and retry.
+    pub fn is_dependency_down(&self) -> bool {
+        matches!(self, CodecError::Registry(e) if e.is_retriable() || matches!(e, RegistryError::Unauthorized { .. }))
+    }
+}
+
+pub type Result<T, E = CodecError> = std::result::Result<T, E>;
+
+/// Splits wire-format bytes into (schema id, Avro body).
+pub fn split_wire_format(bytes: &[u8]) -> Result<(u32, &[u8])> {
+    if bytes.len() < HEADER_LEN {
+        return Err(CodecError::NotWireFormat(format!(
+            "{} byte(s), the header alone is {HEADER_LEN}",
+            bytes.len()
+        )));
+    }
+    if bytes[0] != MAGIC {
+        return Err(CodecError::NotWireFormat(format!(
+            "magic byte is {:#04x}, expected 0x00",
+            bytes[0]
+        )));
+    }
+    let id = u32::from_be_bytes([bytes[1], bytes[2], bytes[3], bytes[4]]);
+    Ok((id, &bytes[HEADER_LEN..]))
+}
+
+/// Our current (reader) schema for each event type, parsed once per process.
+pub fn reader_schema(event_type: EventType) -> &'static Schema {
+    static READERS: OnceLock<HashMap<EventType, Schema>> = OnceLock::new();
+    let readers = READERS.get_or_init(|| {
+        EventType::ALL
+            .into_iter()
+            .map(|t| {
+                // The .avsc files are compiled in and checked by tests; failing here is a build defect.
+                #[allow(clippy::expect_used)]
+                let schema = Schema::parse_str(t.schema_json()).expect("bundled schema parses");
+                (t, schema)
+            })
+            .collect()
+    });
+    &readers[&event_type]
+}
+
+struct Writer {
+    schema: Schema,
+    event_type: EventType,
+    /// False when the writer schema is our reader schema: no resolution step.
+    resolve: bool,
+}
+
+/// A decoded event with the id of the schema it was written with.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Decoded {
+    pub event: Event,
+    pub schema_id: u32,
+}
+
+/// Encoder and decoder for every event type, sharing one registry client and caches.
+pub struct Codec {
+    registry: RegistryClient,
+    writers: RwLock<HashMap<u32, Arc<Writer>>>,
+    /// Our schema's id per subject, for encoding.
+    ids: RwLock<HashMap<String, u32>>,
+    auto_register: bool,
+}
+
+impl Codec {
+    pub fn new(registry: RegistryClient) -> Self {
+        Codec {
+            registry,
+            writers: RwLock::default(),
+            ids: RwLock::default(),
+            auto_register: false,
+        }
+    }
+
+    /// Register our schema on first use when the subject lacks it (as Confluent
+    /// serializers do by default); otherwise encoding requires kafka-init first.
+    pub fn with_auto_register(mut self, auto_register: bool) -> Self {
+        self.auto_register = auto_register;
+        self
+    }
+
+    pub fn registry(&self) -> &RegistryClient {
+        &self.registry
+    }
+
+    /// The id of our current schema for `event_type` under `topic`'s value subject.
+    pub async fn schema_id(&self, event_type: EventType, topic: &str) -> Result<u32> {
+        let subject = value_subject(topic);
+        if let Some(id) = read(&self.ids).get(&subject) {
+            return Ok(*id);
+        }
+        let schema = event_type.schema_json();
+        let id = match self.registry.lookup(&subject, schema).await? {
+            Some(found) => found.id,
+            None if self.auto_register => self.registry.register(&subject, schema).await?,
+            None => return Err(CodecError::SchemaNotRegistered(subject)),
+        };
+        write(&self.ids).insert(subject, id);
+        Ok(id)
+    }
+
+    /// Encodes `event` for `topic`: wire-format bytes and the schema id used.
+    pub async fn encode(&self, event: &Event, topic: &str) -> Result<(Vec<u8>, u32)> {
+        let id = self.schema_id(event.event_type(), topic).await?;
+        Ok((encode_with_id(event, id)?, id))
+    }
+
+    /// Decodes wire-format bytes into a typed event.
+    pub async fn decode(&self, bytes: &[u8]) -> Result<Decoded> {
+        let (schema_id, body) = split_wire_format(bytes)?;
+        let writer = self.writer(schema_id).await?;
+        let corrupt = |reason: String| CodecError::CorruptAvro { schema_id, reason };
+        let reader = reader_schema(writer.event_type);
+        let mut cursor = body;
+        let value = apache_avro::reader::datum::GenericDatumReader::builder(&writer.schema)
+            .maybe_reader_schema(writer.resolve.then_some(reader))
+            .build()
+            .and_then(|datum| datum.read_value(&mut cursor))
+            .map_err(|e| corrupt(e.to_string()))?;
+        if !cursor.is_empty() {
+            return Err(corrupt(format!(
+                "{} byte(s) left over after the record",
+                cursor.len()
+            )));
+        }
+        let event =
+            Event::from_avro(writer.event_type, &value).map_err(|e| corrupt(e.to_string()))?;
+        Ok(Decoded { event, schema_id })
+    }
+
+    async fn writer(&self, schema_id: u32) -> Result<Arc<Writer>> {
+        if let Some(writer) = read(&self.writers).get(&schema_id) {
+            return Ok(writer.clone());
+        }
+        let text = match self.registry.schema_by_id(schema_id).await {
+            Ok(text) => text,
+            Err(e) if matches!(e.code(), Some(40403)) => {
+                return Err(CodecError::UnknownSchemaId(schema_id));
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let schema = Schema::parse_str(&text).map_err(|e| CodecError::CorruptAvro {
+            schema_id,
+            reason: format!("writer schema does not parse: {e}"),
+        })?;
+        let name = match &schema {
+            Schema::Record(record) => record.name.fullname(None),
+            other => format!("{other:?}").chars().take(40).collect(),
+        };
+        let event_type =
+            EventType::from_full_name(&name).ok_or_else(|| CodecError::ForeignSchema {
+                schema_id,
+                name: name.clone(),
+            })?;
+        let reader = reader_schema(event_type);
+        let writer = Arc::new(Writer {
+            // Equal parsing canonical forms read the same bytes the same way.
+            resolve: schema.canonical_form() != reader.canonical_form(),
+            schema,
+            event_type,
+        });
+        write(&self.writers).insert(schema_id, writer.clone());
+        Ok(writer)
+    }
+}
+
+/// Encodes `event` with our schema into wire format under `schema_id`.
+pub fn encode_with_id(event: &Event, schema_id: u32) -> Result<Vec<u8>> {
+    let event_type = event.event_type();
+    let fail = |reason: String| CodecError::Serialization { event_type, reason };
+    let schema = reader_schema(event_type);
+    let value = event.to_avro().map_err(|e| fail(e.to_string()))?;
+    let value = value.resolve(schema).map_err(|e| fail(e.to_string()))?;
+    let mut bytes = Vec::with_capacity(256);
+    bytes.push(MAGIC);
+    bytes.extend_from_slice(&schema_id.to_be_bytes());
+    // `resolve` has already checked the value against the schema.
+    apache_avro::writer::datum::GenericDatumWriter::builder(schema)
+        .validate(false)
+        .build()
+        .and_then(|datum| datum.write_value(&mut bytes, value))
+        .map_err(|e| fail(e.to_string()))?;
+    Ok(bytes)
+}
+
+fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    lock.read().unwrap_or_else(|p| p.into_inner())
+}
+
+fn write<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    lock.write().unwrap_or_else(|p| p.into_inner())
+}
