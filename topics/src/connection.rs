@@ -42,7 +42,7 @@ pub struct KafkaArgs {
     pub brokers: String,
 
     /// SASL username; setting it switches the connection to SASL_SSL.
-    #[arg(long = "kafka-username", env = "KAFKA_USERNAME")]
+    #[arg(id = "kafka_username", long = "kafka-username", env = "KAFKA_USERNAME")]
     pub username: Option<String>,
 
     /// SASL password.
@@ -168,6 +168,60 @@ impl KafkaArgs {
             Ok((metadata.brokers().len(), topics))
         })
         .await?
+    }
+}
+
+/// How to reach the Schema Registry.
+#[derive(Clone, Args)]
+pub struct RegistryArgs {
+    /// Schema Registry URL.
+    #[arg(
+        id = "schema_registry_url",
+        long = "schema-registry-url",
+        env = "SCHEMA_REGISTRY_URL",
+        default_value = "http://127.0.0.1:8081"
+    )]
+    pub url: String,
+
+    /// Schema Registry basic-auth user.
+    #[arg(
+        id = "schema_registry_username",
+        long = "schema-registry-username",
+        env = "SCHEMA_REGISTRY_USERNAME"
+    )]
+    pub username: Option<String>,
+
+    /// Schema Registry basic-auth password.
+    #[arg(
+        id = "schema_registry_password",
+        long = "schema-registry-password",
+        env = "SCHEMA_REGISTRY_PASSWORD",
+        hide_env_values = true
+    )]
+    pub password: Option<String>,
+}
+
+impl std::fmt::Debug for RegistryArgs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RegistryArgs")
+            .field("url", &self.url)
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
+}
+
+impl RegistryArgs {
+    pub fn client(
+        &self,
+        timeout: Duration,
+    ) -> Result<opal_schemas::RegistryClient, opal_schemas::RegistryError> {
+        opal_schemas::RegistryClient::new(opal_schemas::RegistryConfig {
+            url: self.url.clone(),
+            username: self.username.clone(),
+            password: self.password.clone(),
+            timeout,
+        })
     }
 }
 

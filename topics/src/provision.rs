@@ -1,0 +1,551 @@
+//! Comparing a cluster and a registry with the catalog (`check`) and making them
+//! match it (`init`).
+//!
+//! Everything that can refuse (broker, registry, every schema's compatibility)
+//! is asked before anything is changed, so a refusal leaves nothing half-applied.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use opal_schemas::{EventType, RegistryClient, RegistryError};
+use rdkafka::admin::{
+    AdminClient, AdminOptions, AlterConfig, NewPartitions, NewTopic, ResourceSpecifier,
+    TopicReplication,
+};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::KafkaError;
+use rdkafka::types::RDKafkaErrorCode;
+use serde::Serialize;
+
+use crate::catalog::TopicSpec;
+use crate::connection::{ConnectionError, KafkaArgs};
+
+/// Compatibility level every subject is set to.
+pub const SUBJECT_COMPATIBILITY: &str = "BACKWARD";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProvisionError {
+    #[error(transparent)]
+    Connection(#[from] ConnectionError),
+    #[error("kafka admin request failed: {0}")]
+    Admin(#[source] KafkaError),
+    #[error("schema registry: {0}")]
+    Registry(#[from] RegistryError),
+    #[error(
+        "{count} local schema(s) are incompatible with the registry; nothing was changed:\n{details}"
+    )]
+    IncompatibleSchemas { count: usize, details: String },
+    #[error("cannot {action} topic {topic}: {reason}")]
+    Topic {
+        action: &'static str,
+        topic: String,
+        reason: String,
+    },
+}
+
+pub type Result<T, E = ProvisionError> = std::result::Result<T, E>;
+
+/// One way the cluster or registry differs from the catalog.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Drift {
+    MissingTopic {
+        topic: String,
+    },
+    Partitions {
+        topic: String,
+        expected: i32,
+        actual: i32,
+    },
+    Replication {
+        topic: String,
+        expected: i32,
+        actual: i32,
+    },
+    Config {
+        topic: String,
+        key: String,
+        expected: String,
+        actual: Option<String>,
+    },
+    SchemaNotRegistered {
+        subject: String,
+    },
+    SchemaIncompatible {
+        subject: String,
+        reasons: Vec<String>,
+    },
+    SubjectCompatibility {
+        subject: String,
+        expected: String,
+        actual: Option<String>,
+    },
+}
+
+impl Drift {
+    /// (kind, resource, expected, actual) for the drift table.
+    pub fn row(&self) -> [String; 4] {
+        let s = |x: &str| x.to_owned();
+        match self {
+            Drift::MissingTopic { topic } => {
+                [s("missing topic"), topic.clone(), s("exists"), s("absent")]
+            }
+            Drift::Partitions {
+                topic,
+                expected,
+                actual,
+            } => [
+                s("partitions"),
+                topic.clone(),
+                expected.to_string(),
+                actual.to_string(),
+            ],
+            Drift::Replication {
+                topic,
+                expected,
+                actual,
+            } => [
+                s("replication"),
+                topic.clone(),
+                expected.to_string(),
+                actual.to_string(),
+            ],
+            Drift::Config {
+                topic,
+                key,
+                expected,
+                actual,
+            } => [
+                s("config"),
+                format!("{topic} {key}"),
+                expected.clone(),
+                actual.clone().unwrap_or_else(|| s("(unset)")),
+            ],
+            Drift::SchemaNotRegistered { subject } => [
+                s("schema not registered"),
+                subject.clone(),
+                s("registered"),
+                s("absent"),
+            ],
+            Drift::SchemaIncompatible { subject, reasons } => [
+                s("schema incompatible"),
+                subject.clone(),
+                s("compatible"),
+                reasons.join("; "),
+            ],
+            Drift::SubjectCompatibility {
+                subject,
+                expected,
+                actual,
+            } => [
+                s("subject compatibility"),
+                subject.clone(),
+                expected.clone(),
+                actual.clone().unwrap_or_else(|| s("(global default)")),
+            ],
+        }
+    }
+}
+
+/// A topic as it exists in the cluster.
+#[derive(Debug, Clone, Serialize)]
+pub struct ObservedTopic {
+    pub name: String,
+    pub partitions: i32,
+    pub replication_factor: i32,
+    /// Every config the broker reports for the topic.
+    pub configs: BTreeMap<String, String>,
+}
+
+/// The cluster and registry being provisioned.
+pub struct Target {
+    kafka: KafkaArgs,
+    admin: AdminClient<DefaultClientContext>,
+    registry: RegistryClient,
+    timeout: Duration,
+}
+
+/// What `init` did.
+#[derive(Debug, Default, Serialize)]
+pub struct InitReport {
+    pub changes: Vec<String>,
+    /// Drift init will not repair by itself (shrinking, replication, partitions without the flag).
+    pub left_alone: Vec<String>,
+}
+
+impl Target {
+    pub fn new(kafka: KafkaArgs, registry: RegistryClient, timeout: Duration) -> Result<Self> {
+        let admin = kafka
+            .client_config()?
+            .create()
+            .map_err(ConnectionError::Client)?;
+        Ok(Target {
+            kafka,
+            admin,
+            registry,
+            timeout,
+        })
+    }
+
+    fn options(&self) -> AdminOptions {
+        AdminOptions::new()
+            .operation_timeout(Some(self.timeout))
+            .request_timeout(Some(self.timeout))
+    }
+
+    /// Every topic in the cluster whose name is in `names` (all topics when None), with configs.
+    pub async fn observe(
+        &self,
+        names: Option<&[String]>,
+    ) -> Result<BTreeMap<String, ObservedTopic>> {
+        let consumer: BaseConsumer = self
+            .kafka
+            .client_config()?
+            .create()
+            .map_err(ConnectionError::Client)?;
+        let (timeout, brokers) = (self.timeout, self.kafka.brokers.clone());
+        let mut topics: BTreeMap<String, ObservedTopic> = tokio::task::spawn_blocking(move || {
+            let metadata = consumer.fetch_metadata(None, timeout).map_err(|source| {
+                ConnectionError::Unreachable {
+                    brokers,
+                    timeout,
+                    source,
+                }
+            })?;
+            Ok::<_, ConnectionError>(
+                metadata
+                    .topics()
+                    .iter()
+                    .filter(|t| t.error().is_none() && !t.partitions().is_empty())
+                    .map(|t| {
+                        let observed = ObservedTopic {
+                            name: t.name().to_owned(),
+                            partitions: t.partitions().len() as i32,
+                            replication_factor: t
+                                .partitions()
+                                .iter()
+                                .map(|p| p.replicas().len() as i32)
+                                .min()
+                                .unwrap_or(0),
+                            configs: BTreeMap::new(),
+                        };
+                        (observed.name.clone(), observed)
+                    })
+                    .collect(),
+            )
+        })
+        .await
+        .map_err(ConnectionError::Join)??;
+        if let Some(names) = names {
+            topics.retain(|name, _| names.contains(name));
+        }
+        if topics.is_empty() {
+            return Ok(topics);
+        }
+        let specifiers: Vec<ResourceSpecifier<'_>> =
+            topics.keys().map(|n| ResourceSpecifier::Topic(n)).collect();
+        let described = self
+            .admin
+            .describe_configs(&specifiers, &self.options())
+            .await
+            .map_err(ProvisionError::Admin)?;
+        let names: Vec<String> = topics.keys().cloned().collect();
+        for (name, result) in names.iter().zip(described) {
+            let resource = result.map_err(|code| ProvisionError::Topic {
+                action: "describe configs of",
+                topic: name.clone(),
+                reason: code.to_string(),
+            })?;
+            if let Some(topic) = topics.get_mut(name) {
+                topic.configs = resource
+                    .entries
+                    .into_iter()
+                    .filter_map(|e| e.value.map(|v| (e.name, v)))
+                    .collect();
+            }
+        }
+        Ok(topics)
+    }
+
+    /// Where the cluster and registry differ from `plan`.
+    pub async fn check(&self, plan: &[TopicSpec]) -> Result<Vec<Drift>> {
+        let names: Vec<String> = plan.iter().map(|t| t.name.clone()).collect();
+        let observed = self.observe(Some(&names)).await?;
+        let mut drift = topic_drift(plan, &observed);
+        for spec in plan {
+            if let Some(event_type) = spec.event_type {
+                drift.extend(self.schema_drift(&spec.subject(), event_type).await?);
+            }
+        }
+        Ok(drift)
+    }
+
+    async fn schema_drift(&self, subject: &str, event_type: EventType) -> Result<Vec<Drift>> {
+        let mut drift = Vec::new();
+        let schema = event_type.schema_json();
+        if self.registry.lookup(subject, schema).await?.is_none() {
+            let reasons = self.registry.incompatibilities(subject, schema).await?;
+            drift.push(if reasons.is_empty() {
+                Drift::SchemaNotRegistered {
+                    subject: subject.to_owned(),
+                }
+            } else {
+                Drift::SchemaIncompatible {
+                    subject: subject.to_owned(),
+                    reasons,
+                }
+            });
+        }
+        let level = self.registry.subject_compatibility(subject).await?;
+        if level.as_deref() != Some(SUBJECT_COMPATIBILITY) {
+            drift.push(Drift::SubjectCompatibility {
+                subject: subject.to_owned(),
+                expected: SUBJECT_COMPATIBILITY.to_owned(),
+                actual: level,
+            });
+        }
+        Ok(drift)
+    }
+
+    /// Makes the cluster and registry match `plan`. Never deletes; raises
+    /// partitions only with `increase_partitions`.
+    pub async fn init(&self, plan: &[TopicSpec], increase_partitions: bool) -> Result<InitReport> {
+        // 1. Everything that can refuse, before any change.
+        let names: Vec<String> = plan.iter().map(|t| t.name.clone()).collect();
+        let observed = self.observe(Some(&names)).await?;
+        self.registry.ping().await?;
+        let mut unregistered = Vec::new();
+        let mut refusals = Vec::new();
+        for spec in plan {
+            let Some(event_type) = spec.event_type else {
+                continue;
+            };
+            let subject = spec.subject();
+            if self
+                .registry
+                .lookup(&subject, event_type.schema_json())
+                .await?
+                .is_some()
+            {
+                continue;
+            }
+            let reasons = self
+                .registry
+                .incompatibilities(&subject, event_type.schema_json())
+                .await?;
+            if reasons.is_empty() {
+                unregistered.push((subject, event_type));
+            } else {
+                refusals.push(format!("  {subject}: {}", reasons.join("; ")));
+            }
+        }
+        if !refusals.is_empty() {
+            return Err(ProvisionError::IncompatibleSchemas {
+                count: refusals.len(),
+                details: refusals.join("\n"),
+            });
+        }
+
+        // 2. Topics.
+        let mut report = InitReport::default();
+        let missing: Vec<&TopicSpec> = plan
+            .iter()
+            .filter(|t| !observed.contains_key(&t.name))
+            .collect();
+        if !missing.is_empty() {
+            let new_topics: Vec<NewTopic<'_>> = missing
+                .iter()
+                .map(|t| {
+                    t.configs.iter().fold(
+                        NewTopic::new(
+                            &t.name,
+                            t.partitions,
+                            TopicReplication::Fixed(t.replication_factor),
+                        ),
+                        |topic, (k, v)| topic.set(k, v),
+                    )
+                })
+                .collect();
+            let results = self
+                .admin
+                .create_topics(&new_topics, &self.options())
+                .await
+                .map_err(ProvisionError::Admin)?;
+            for (spec, result) in missing.iter().zip(results) {
+                result.map_err(|(topic, code)| ProvisionError::Topic {
+                    action: "create",
+                    topic,
+                    reason: code.to_string(),
+                })?;
+                report.changes.push(format!(
+                    "created topic {} ({} partitions, replication {})",
+                    spec.name, spec.partitions, spec.replication_factor
+                ));
+            }
+        }
+        for drift in topic_drift(plan, &observed) {
+            match drift {
+                Drift::Partitions { topic, expected, actual } if actual < expected && increase_partitions => {
+                    let grow = [NewPartitions::new(&topic, expected as usize)];
+                    let results = self.admin.create_partitions(&grow, &self.options()).await.map_err(ProvisionError::Admin)?;
+                    for result in results {
+                        result.map_err(|(topic, code)| ProvisionError::Topic { action: "add partitions to", topic, reason: code.to_string() })?;
+                    }
+                    report.changes.push(format!("raised partitions of {topic} from {actual} to {expected}"));
+                }
+                Drift::Partitions { topic, expected, actual } if actual < expected => report.left_alone.push(format!(
+                    "{topic} has {actual} partitions, the catalog says {expected}: rerun with --increase-partitions (it changes key → partition mapping)"
+                )),
+                Drift::Partitions { topic, expected, actual } => report.left_alone.push(format!(
+                    "{topic} has {actual} partitions, more than the catalog's {expected}: partitions are never removed"
+                )),
+                Drift::Replication { topic, expected, actual } => report.left_alone.push(format!(
+                    "{topic} has replication {actual}, the catalog says {expected}: change it with a partition reassignment"
+                )),
+                Drift::Config { .. } | Drift::MissingTopic { .. } => {}
+                Drift::SchemaNotRegistered { .. } | Drift::SchemaIncompatible { .. } | Drift::SubjectCompatibility { .. } => {}
+            }
+        }
+        self.apply_configs(plan, &observed, &mut report).await?;
+
+        // 3. Schemas, then each subject's compatibility level.
+        for (subject, event_type) in unregistered {
+            let id = self
+                .registry
+                .register(&subject, event_type.schema_json())
+                .await?;
+            report
+                .changes
+                .push(format!("registered {subject} (schema id {id})"));
+        }
+        for spec in plan.iter().filter(|t| t.event_type.is_some()) {
+            let subject = spec.subject();
+            if self
+                .registry
+                .subject_compatibility(&subject)
+                .await?
+                .as_deref()
+                != Some(SUBJECT_COMPATIBILITY)
+            {
+                self.registry
+                    .set_subject_compatibility(&subject, SUBJECT_COMPATIBILITY)
+                    .await?;
+                report.changes.push(format!(
+                    "set {subject} compatibility to {SUBJECT_COMPATIBILITY}"
+                ));
+            }
+        }
+        Ok(report)
+    }
+
+    /// Sets the managed configs of existing topics that differ from the plan.
+    async fn apply_configs(
+        &self,
+        plan: &[TopicSpec],
+        observed: &BTreeMap<String, ObservedTopic>,
+        report: &mut InitReport,
+    ) -> Result<()> {
+        for spec in plan {
+            let Some(current) = observed.get(&spec.name) else {
+                continue;
+            };
+            let differing: Vec<(&String, &String)> = spec
+                .configs
+                .iter()
+                .filter(|(k, v)| current.configs.get(*k) != Some(*v))
+                .collect();
+            if differing.is_empty() {
+                continue;
+            }
+            // AlterConfigs replaces a topic's dynamic configs as a whole, so send
+            // every managed key, not only the differing ones.
+            let alter = spec.configs.iter().fold(
+                AlterConfig::new(ResourceSpecifier::Topic(&spec.name)),
+                |a, (k, v)| a.set(k, v),
+            );
+            let results = match self.admin.alter_configs(&[alter], &self.options()).await {
+                Ok(results) => results,
+                // Tansu implements IncrementalAlterConfigs only, which rdkafka does not expose.
+                Err(KafkaError::AdminOp(RDKafkaErrorCode::UnsupportedFeature)) => {
+                    let wanted: Vec<String> =
+                        differing.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                    report.left_alone.push(format!(
+                        "{}: this broker does not support AlterConfigs; set {} by hand",
+                        spec.name,
+                        wanted.join(" ")
+                    ));
+                    continue;
+                }
+                Err(e) => return Err(ProvisionError::Admin(e)),
+            };
+            for result in results {
+                result.map_err(|(_, code)| ProvisionError::Topic {
+                    action: "configure",
+                    topic: spec.name.clone(),
+                    reason: code.to_string(),
+                })?;
+            }
+            for (k, v) in differing {
+                report.changes.push(format!("set {} {k}={v}", spec.name));
+            }
+        }
+        Ok(())
+    }
+
+    /// Subjects with their versions and ids.
+    pub async fn subjects(&self) -> Result<Vec<(String, Vec<(u32, u32)>)>> {
+        let mut out = Vec::new();
+        for subject in self.registry.subjects().await? {
+            let mut versions = Vec::new();
+            for version in self.registry.versions(&subject).await? {
+                let v = self
+                    .registry
+                    .version(&subject, &version.to_string())
+                    .await?;
+                versions.push((v.version, v.id));
+            }
+            out.push((subject, versions));
+        }
+        Ok(out)
+    }
+}
+
+/// Topic-level drift between `plan` and what was observed.
+pub fn topic_drift(plan: &[TopicSpec], observed: &BTreeMap<String, ObservedTopic>) -> Vec<Drift> {
+    let mut drift = Vec::new();
+    for spec in plan {
+        let Some(actual) = observed.get(&spec.name) else {
+            drift.push(Drift::MissingTopic {
+                topic: spec.name.clone(),
+            });
+            continue;
+        };
+        if actual.partitions != spec.partitions {
+            drift.push(Drift::Partitions {
+                topic: spec.name.clone(),
+                expected: spec.partitions,
+                actual: actual.partitions,
+            });
+        }
+        if actual.replication_factor != spec.replication_factor {
+            drift.push(Drift::Replication {
+                topic: spec.name.clone(),
+                expected: spec.replication_factor,
+                actual: actual.replication_factor,
+            });
+        }
+        for (key, expected) in &spec.configs {
+            let value = actual.configs.get(key);
+            if value != Some(expected) {
+                drift.push(Drift::Config {
+                    topic: spec.name.clone(),
+                    key: key.clone(),
+                    expected: expected.clone(),
+                    actual: value.cloned(),
+                });
+            }
+        }
+    }
+    drift
+}
