@@ -2,8 +2,8 @@
 # The pipeline scenario on the embedded local stack.
 #
 # Today it runs what exists: the stack comes up, kafka-init provisions topics and
-# schemas, and the drift check is clean. The producers and the four consumers join
-# as their issues land.
+# schemas, and the drift check is clean. The producer test suite runs and an event is
+# published from JSON. The four consumers join as their issue lands.
 #   --down   stop the stack afterwards
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -32,6 +32,12 @@ scripts/kafka-init.sh --env development
 
 step "drift check"
 scripts/kafka-init.sh --env development --check
+
+step "the producer test suite"
+target/debug/opal-producer test
+
+step "publishing from JSON"
+target/debug/opal-producer example feedback.submitted | target/debug/opal-producer publish feedback.submitted
 
 step "what the cluster and registry hold"
 target/debug/opal-admin describe --topic-prefix opal  # tests leave prefixed topics beside these

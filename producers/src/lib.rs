@@ -1,3 +1,15 @@
-//! opal-producers: the typed event publisher.
-//!
-//! Filled by the producers issue; the workspace issue only lays the crate down.
+//! opal-producers: the typed event publisher, and the library behind the
+//! `opal-producer` CLI (JSON input, perf runs, the producer test suite).
+
+pub mod config;
+pub mod error;
+pub mod input;
+pub mod metrics;
+pub mod perf;
+pub mod publisher;
+pub mod suite;
+
+pub use config::PublisherConfig;
+pub use error::PublishError;
+pub use metrics::PublishMetrics;
+pub use publisher::{Delivery, Publisher};

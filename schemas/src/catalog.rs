@@ -88,6 +88,10 @@ macro_rules! catalog {
                 match self { $( Event::$ty(e) => &e.$key, )* }
             }
 
+            pub fn key_mut(&mut self) -> &mut String {
+                match self { $( Event::$ty(e) => &mut e.$key, )* }
+            }
+
             /// The event as a generic Avro value (not yet resolved against a schema).
             pub fn to_avro(&self) -> Result<Value, apache_avro::Error> {
                 match self { $( Event::$ty(e) => apache_avro::to_value(e), )* }
@@ -98,9 +102,16 @@ macro_rules! catalog {
                 Ok(match event_type { $( EventType::$ty => Event::$ty(apache_avro::from_value(value)?), )* })
             }
 
-            /// Parses the JSON form of an event of `event_type` (as the CLI accepts it).
-            pub fn from_json(event_type: EventType, json: serde_json::Value) -> Result<Event, serde_json::Error> {
-                Ok(match event_type { $( EventType::$ty => Event::$ty(serde_json::from_value(json)?), )* })
+            /// Parses the JSON form of an event of `event_type`; a failure names
+            /// the field it is about (`agent_data.confidence_score`).
+            pub fn from_json(event_type: EventType, json: serde_json::Value) -> Result<Event, JsonFieldError> {
+                fn typed<T: DeserializeOwned>(json: serde_json::Value) -> Result<T, JsonFieldError> {
+                    serde_path_to_error::deserialize(json).map_err(|e| JsonFieldError {
+                        field: e.path().to_string(),
+                        message: e.inner().to_string(),
+                    })
+                }
+                Ok(match event_type { $( EventType::$ty => Event::$ty(typed(json)?), )* })
             }
 
             /// The JSON form of the event.
@@ -134,6 +145,14 @@ catalog! {
     UserPreferencesUpdated => "user.preferences.updated", "opal.user.preferences.updated", "user_preferences_updated.avsc", client_name;
     FeedbackSubmitted => "feedback.submitted", "opal.feedback.submitted", "feedback_submitted.avsc", client_name;
     ForecastGenerated => "forecast.generated", "opal.forecast.generated", "forecast_generated.avsc", series;
+}
+
+/// A JSON input that does not fit the event's type, naming the field.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("field '{field}': {message}")]
+pub struct JsonFieldError {
+    pub field: String,
+    pub message: String,
 }
 
 impl fmt::Display for EventType {

@@ -9,6 +9,8 @@
 use std::collections::HashMap;
 use std::sync::{Arc, OnceLock, RwLock};
 
+use tokio::sync::OnceCell;
+
 use apache_avro::Schema;
 
 use crate::catalog::{Event, EventType, value_subject};
@@ -117,9 +119,11 @@ pub struct Decoded {
 /// Encoder and decoder for every event type, sharing one registry client and caches.
 pub struct Codec {
     registry: RegistryClient,
-    writers: RwLock<HashMap<u32, Arc<Writer>>>,
-    /// Our schema's id per subject, for encoding.
-    ids: RwLock<HashMap<String, u32>>,
+    /// One cell per schema id: concurrent first decodes wait for one fetch
+    /// instead of each asking the registry. A failed fetch leaves the cell empty.
+    writers: RwLock<HashMap<u32, Arc<OnceCell<Arc<Writer>>>>>,
+    /// Our schema's id per subject, for encoding; same single-flight cells.
+    ids: RwLock<HashMap<String, Arc<OnceCell<u32>>>>,
     auto_register: bool,
 }
 
@@ -147,17 +151,23 @@ impl Codec {
     /// The id of our current schema for `event_type` under `topic`'s value subject.
     pub async fn schema_id(&self, event_type: EventType, topic: &str) -> Result<u32> {
         let subject = value_subject(topic);
-        if let Some(id) = read(&self.ids).get(&subject) {
+        let cell = cell(&self.ids, &subject);
+        if let Some(id) = cell.get() {
             return Ok(*id);
         }
         let schema = event_type.schema_json();
-        let id = match self.registry.lookup(&subject, schema).await? {
-            Some(found) => found.id,
-            None if self.auto_register => self.registry.register(&subject, schema).await?,
-            None => return Err(CodecError::SchemaNotRegistered(subject)),
-        };
-        write(&self.ids).insert(subject, id);
-        Ok(id)
+        let id = cell
+            .get_or_try_init(|| async {
+                match self.registry.lookup(&subject, schema).await? {
+                    Some(found) => Ok(found.id),
+                    None if self.auto_register => {
+                        Ok(self.registry.register(&subject, schema).await?)
+                    }
+                    None => Err(CodecError::SchemaNotRegistered(subject.clone())),
+                }
+            })
+            .await?;
+        Ok(*id)
     }
 
     /// Encodes `event` for `topic`: wire-format bytes and the schema id used.
@@ -190,9 +200,16 @@ impl Codec {
     }
 
     async fn writer(&self, schema_id: u32) -> Result<Arc<Writer>> {
-        if let Some(writer) = read(&self.writers).get(&schema_id) {
+        let cell = cell(&self.writers, &schema_id);
+        if let Some(writer) = cell.get() {
             return Ok(writer.clone());
         }
+        cell.get_or_try_init(|| self.fetch_writer(schema_id))
+            .await
+            .cloned()
+    }
+
+    async fn fetch_writer(&self, schema_id: u32) -> Result<Arc<Writer>> {
         let text = match self.registry.schema_by_id(schema_id).await {
             Ok(text) => text,
             Err(e) if matches!(e.code(), Some(40403)) => {
@@ -214,14 +231,12 @@ impl Codec {
                 name: name.clone(),
             })?;
         let reader = reader_schema(event_type);
-        let writer = Arc::new(Writer {
+        Ok(Arc::new(Writer {
             // Equal parsing canonical forms read the same bytes the same way.
             resolve: schema.canonical_form() != reader.canonical_form(),
             schema,
             event_type,
-        });
-        write(&self.writers).insert(schema_id, writer.clone());
-        Ok(writer)
+        }))
     }
 }
 
@@ -244,10 +259,17 @@ pub fn encode_with_id(event: &Event, schema_id: u32) -> Result<Vec<u8>> {
     Ok(bytes)
 }
 
-fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
-    lock.read().unwrap_or_else(|p| p.into_inner())
-}
-
-fn write<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
-    lock.write().unwrap_or_else(|p| p.into_inner())
+/// The cache cell for `key`, created empty on first use.
+fn cell<K: std::hash::Hash + Eq + Clone, V>(
+    map: &RwLock<HashMap<K, Arc<OnceCell<V>>>>,
+    key: &K,
+) -> Arc<OnceCell<V>> {
+    if let Some(cell) = map.read().unwrap_or_else(|p| p.into_inner()).get(key) {
+        return cell.clone();
+    }
+    map.write()
+        .unwrap_or_else(|p| p.into_inner())
+        .entry(key.clone())
+        .or_default()
+        .clone()
 }

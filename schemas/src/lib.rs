@@ -5,14 +5,18 @@
 //! - [`catalog`]: event type ↔ topic, key field, schema file, subject naming.
 //! - [`codec`]: wire-format encode/decode with per-schema-id caching.
 //! - [`registry`]: the registry REST client, with typed errors.
+//! - [`validate`]: business rules beyond the schema's types.
+//! - [`samples`]: one realistic example of every event type.
 
 pub mod catalog;
 pub mod codec;
 pub mod events;
 pub mod registry;
 pub mod samples;
+pub mod validate;
 
-pub use catalog::{Event, EventType, OpalEvent, value_subject};
+pub use catalog::{Event, EventType, JsonFieldError, OpalEvent, value_subject};
 pub use codec::{Codec, CodecError, Decoded};
 pub use events::*;
 pub use registry::{RegistryClient, RegistryConfig, RegistryError};
+pub use validate::{ValidationError, validate};

@@ -1,0 +1,356 @@
+//! The typed publisher: fills the envelope, validates, encodes through the
+//! registry, keys and headers each record, and resolves once the broker's
+//! delivery report arrives.
+
+use std::sync::{Arc, RwLock};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use futures::future::join_all;
+use opal_schemas::events::*;
+use opal_schemas::samples::current_version;
+use opal_schemas::{Codec, Envelope, Event, EventType, validate};
+use rdkafka::ClientConfig;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
+use rdkafka::util::Timeout;
+use tracing::{debug, warn};
+
+use crate::config::PublisherConfig;
+use crate::error::PublishError;
+use crate::metrics::PublishMetrics;
+
+/// Header names set on every record.
+pub mod headers {
+    pub const EVENT_ID: &str = "opal-event-id";
+    pub const CORRELATION_ID: &str = "opal-correlation-id";
+    pub const EVENT_TYPE: &str = "opal-event-type";
+    pub const SCHEMA_ID: &str = "opal-schema-id";
+}
+
+/// Where a published event landed.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Delivery {
+    pub event_id: String,
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+    pub schema_id: u32,
+}
+
+pub type Result<T, E = PublishError> = std::result::Result<T, E>;
+
+/// An event ready to send: envelope filled, validated, encoded.
+struct Prepared {
+    event_id: String,
+    correlation_id: String,
+    event_type: EventType,
+    topic: String,
+    key: String,
+    bytes: Vec<u8>,
+    schema_id: u32,
+}
+
+pub struct Publisher {
+    config: PublisherConfig,
+    client_config: ClientConfig,
+    /// Rebuilt after a fatal error; senders clone the current one.
+    producer: RwLock<FutureProducer>,
+    codec: Arc<Codec>,
+    metrics: PublishMetrics,
+}
+
+macro_rules! typed_publish {
+    ($( $method:ident => $ty:ident ),* $(,)?) => {
+        impl Publisher {
+            $(
+                #[doc = concat!("Publishes a `", stringify!($ty), "` event.")]
+                pub async fn $method(&self, event: $ty) -> Result<Delivery> {
+                    self.publish(event).await
+                }
+            )*
+        }
+    };
+}
+
+typed_publish! {
+    workflow_started => WorkflowStarted,
+    agent_completed => AgentCompleted,
+    workflow_completed => WorkflowCompleted,
+    decision_generated => DecisionGenerated,
+    knowledge_upserted => KnowledgeUpserted,
+    decision_degraded => DecisionDegraded,
+    user_preferences_updated => UserPreferencesUpdated,
+    feedback_submitted => FeedbackSubmitted,
+    forecast_generated => ForecastGenerated,
+}
+
+impl Publisher {
+    /// Builds the producer and the registry client from `config`.
+    pub fn new(config: PublisherConfig, metrics: PublishMetrics) -> Result<Self> {
+        let registry = config
+            .registry
+            .client(std::time::Duration::from_secs(10))
+            .map_err(|e| PublishError::Setup(e.to_string()))?;
+        let codec = Codec::new(registry).with_auto_register(config.auto_register);
+        Self::with_codec(config, Arc::new(codec), metrics)
+    }
+
+    /// Builds the producer sharing an existing codec (and its caches).
+    pub fn with_codec(
+        config: PublisherConfig,
+        codec: Arc<Codec>,
+        metrics: PublishMetrics,
+    ) -> Result<Self> {
+        let mut client_config = config
+            .kafka
+            .client_config()
+            .map_err(|e| PublishError::Setup(e.to_string()))?;
+        client_config
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("linger.ms", "5")
+            .set("message.timeout.ms", config.delivery_timeout_ms.to_string());
+        let producer = client_config
+            .create()
+            .map_err(|e: KafkaError| PublishError::Setup(e.to_string()))?;
+        Ok(Publisher {
+            config,
+            client_config,
+            producer: RwLock::new(producer),
+            codec,
+            metrics,
+        })
+    }
+
+    pub fn codec(&self) -> &Arc<Codec> {
+        &self.codec
+    }
+
+    pub fn config(&self) -> &PublisherConfig {
+        &self.config
+    }
+
+    /// The topic events of `event_type` go to (prefix applied).
+    pub fn topic(&self, event_type: EventType) -> String {
+        format!("{}{}", self.config.topic_prefix, event_type.topic())
+    }
+
+    /// An envelope with a fresh event id, for callers building events by hand.
+    pub fn new_envelope(&self, correlation_id: Option<&str>) -> Envelope {
+        Envelope {
+            event_id: uuid::Uuid::new_v4().to_string(),
+            correlation_id: correlation_id
+                .map(str::to_owned)
+                .unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
+            schema_version: 1,
+            timestamp: now_millis(),
+            source_system: self.config.source_system.clone(),
+            environment: self.config.environment,
+        }
+    }
+
+    /// Fills what the caller left empty: event id, correlation id, time, source,
+    /// and stamps our environment and schema version.
+    pub fn fill_envelope(&self, event: &mut Event) {
+        let event_type = event.event_type();
+        let source_system = &self.config.source_system;
+        let envelope = event.envelope_mut();
+        if envelope.event_id.is_empty() {
+            envelope.event_id = uuid::Uuid::new_v4().to_string();
+        }
+        if envelope.correlation_id.is_empty() {
+            envelope.correlation_id = uuid::Uuid::new_v4().to_string();
+        }
+        if envelope.timestamp == 0 {
+            envelope.timestamp = now_millis();
+        }
+        if envelope.source_system.is_empty() {
+            envelope.source_system = source_system.clone();
+        }
+        envelope.environment = self.config.environment;
+        envelope.schema_version = current_version(event_type);
+    }
+
+    /// Fills, validates and encodes without sending: what `publish` does before
+    /// Kafka sees anything. Invalid events fail here.
+    async fn prepare(&self, mut event: Event) -> Result<Prepared> {
+        self.fill_envelope(&mut event);
+        let event_type = event.event_type();
+        let topic = self.topic(event_type);
+        let failed = |e: PublishError| {
+            self.metrics
+                .errors
+                .with_label_values(&[&topic, e.reason()])
+                .inc();
+            e
+        };
+        validate(&event).map_err(|source| failed(PublishError::Invalid { event_type, source }))?;
+        let (bytes, schema_id) = self
+            .codec
+            .encode(&event, &topic)
+            .await
+            .map_err(|e| failed(PublishError::from_codec(event_type, e)))?;
+        Ok(Prepared {
+            event_id: event.envelope().event_id.clone(),
+            correlation_id: event.envelope().correlation_id.clone(),
+            event_type,
+            key: event.key().to_owned(),
+            topic,
+            bytes,
+            schema_id,
+        })
+    }
+
+    /// Checks an event as `publish` would, without sending it.
+    pub async fn check(&self, event: Event) -> Result<()> {
+        self.prepare(event).await.map(|_| ())
+    }
+
+    /// Publishes one event and waits for its delivery report.
+    pub async fn publish(&self, event: impl Into<Event>) -> Result<Delivery> {
+        let prepared = self.prepare(event.into()).await?;
+        let started = Instant::now();
+        let future = self.enqueue(&prepared).await?;
+        self.settle(prepared, future, started).await
+    }
+
+    /// Publishes many events without awaiting them one by one: all are encoded,
+    /// then all are enqueued (in order, so per-key order holds), then the
+    /// delivery reports are awaited together. One result per event, in order.
+    pub async fn publish_batch(&self, events: Vec<Event>) -> Vec<Result<Delivery>> {
+        let prepared = join_all(events.into_iter().map(|e| self.prepare(e))).await;
+        let mut pending = Vec::with_capacity(prepared.len());
+        for p in prepared {
+            pending.push(match p {
+                Ok(p) => {
+                    let started = Instant::now();
+                    match self.enqueue(&p).await {
+                        Ok(future) => Ok((p, future, started)),
+                        Err(e) => Err(e),
+                    }
+                }
+                Err(e) => Err(e),
+            });
+        }
+        join_all(pending.into_iter().map(|p| async move {
+            let (prepared, future, started) = p?;
+            self.settle(prepared, future, started).await
+        }))
+        .await
+    }
+
+    /// Hands the record to librdkafka, waiting briefly while its queue is full.
+    async fn enqueue(&self, p: &Prepared) -> Result<DeliveryFuture> {
+        let producer = self.current_producer();
+        let schema_id = p.schema_id.to_string();
+        let headers = OwnedHeaders::new()
+            .insert(Header {
+                key: headers::EVENT_ID,
+                value: Some(&p.event_id),
+            })
+            .insert(Header {
+                key: headers::CORRELATION_ID,
+                value: Some(&p.correlation_id),
+            })
+            .insert(Header {
+                key: headers::EVENT_TYPE,
+                value: Some(p.event_type.name()),
+            })
+            .insert(Header {
+                key: headers::SCHEMA_ID,
+                value: Some(&schema_id),
+            });
+        let mut record = FutureRecord::to(&p.topic)
+            .key(&p.key)
+            .payload(&p.bytes)
+            .headers(headers);
+        let deadline = Instant::now() + self.config.delivery_timeout();
+        loop {
+            match producer.send_result(record) {
+                Ok(future) => return Ok(future),
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back))
+                    if Instant::now() < deadline =>
+                {
+                    record = back;
+                    producer.poll(Timeout::After(std::time::Duration::from_millis(10)));
+                    tokio::task::yield_now().await;
+                }
+                Err((e, _)) => return Err(self.delivery_failed(&p.topic, e)),
+            }
+        }
+    }
+
+    async fn settle(
+        &self,
+        p: Prepared,
+        future: DeliveryFuture,
+        started: Instant,
+    ) -> Result<Delivery> {
+        let outcome = match future.await {
+            Ok(Ok(delivery)) => Ok(delivery),
+            Ok(Err((e, _))) => Err(e),
+            Err(_canceled) => Err(KafkaError::Canceled),
+        };
+        match outcome {
+            Ok(delivery) => {
+                self.metrics.published.with_label_values(&[&p.topic]).inc();
+                self.metrics
+                    .latency
+                    .with_label_values(&[&p.topic])
+                    .observe(started.elapsed().as_secs_f64());
+                debug!(event_id = %p.event_id, correlation_id = %p.correlation_id, topic = %p.topic, partition = delivery.partition, offset = delivery.offset, "published");
+                Ok(Delivery {
+                    event_id: p.event_id,
+                    topic: p.topic,
+                    partition: delivery.partition,
+                    offset: delivery.offset,
+                    schema_id: p.schema_id,
+                })
+            }
+            Err(e) => Err(self.delivery_failed(&p.topic, e)),
+        }
+    }
+
+    /// Classifies a send failure, counts it, and rebuilds the producer if it is fatal.
+    fn delivery_failed(&self, topic: &str, error: KafkaError) -> PublishError {
+        let fatal = self.current_producer().client().fatal_error();
+        if let Some((code, reason)) = &fatal {
+            warn!(
+                ?code,
+                reason, "producer fatal error; rebuilding the producer"
+            );
+            match self.client_config.create::<FutureProducer>() {
+                Ok(fresh) => *self.producer.write().unwrap_or_else(|p| p.into_inner()) = fresh,
+                Err(e) => warn!(error = %e, "could not rebuild the producer"),
+            }
+        }
+        let error = PublishError::from_kafka(error, fatal.is_some());
+        self.metrics
+            .errors
+            .with_label_values(&[topic, error.reason()])
+            .inc();
+        error
+    }
+
+    fn current_producer(&self) -> FutureProducer {
+        self.producer
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Waits for every outstanding delivery report (shutdown).
+    pub fn flush(&self, timeout: std::time::Duration) -> Result<()> {
+        self.current_producer()
+            .flush(timeout)
+            .map_err(PublishError::BrokerRetriable)
+    }
+}
+
+pub(crate) fn now_millis() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
