@@ -1,0 +1,170 @@
+//! Runtime configuration: flags with environment fallbacks, defaults that work
+//! with `scripts/dev-stack.sh`.
+
+use std::time::Duration;
+
+use clap::Args;
+use opal_schemas::Environment;
+use opal_topics::telemetry::LogFormat;
+use opal_topics::{KafkaArgs, RegistryArgs};
+
+#[derive(Debug, Clone, Args)]
+pub struct RuntimeArgs {
+    #[command(flatten)]
+    pub kafka: KafkaArgs,
+
+    #[command(flatten)]
+    pub registry: RegistryArgs,
+
+    /// Redis holding idempotency keys and consumer state.
+    #[arg(
+        long,
+        env = "REDIS_URL",
+        default_value = "redis://127.0.0.1:6379",
+        hide_env_values = true
+    )]
+    pub redis_url: String,
+
+    /// Consumer group; defaults to the consumer's own (opal-diagnostics, ...).
+    #[arg(long, env = "OPAL_CONSUMER_GROUP")]
+    pub group: Option<String>,
+
+    /// Prefix of every topic name (must match kafka-init's).
+    #[arg(long, env = "OPAL_TOPIC_PREFIX", default_value = "")]
+    pub topic_prefix: String,
+
+    /// Environment stamped on emitted events.
+    #[arg(long = "env", env = "OPAL_ENV", default_value = "development", value_parser = parse_env)]
+    pub environment: Environment,
+
+    /// HTTP address for /metrics and /health; defaults to the consumer's own port.
+    #[arg(long, env = "OPAL_HTTP_LISTEN")]
+    pub http_listen: Option<String>,
+
+    /// How long an event's done-mark is kept (seconds).
+    #[arg(long, env = "OPAL_IDEMPOTENCY_TTL_SECS", default_value_t = 24 * 3600)]
+    pub idempotency_ttl_secs: u64,
+
+    /// How long a processing lease lasts (milliseconds).
+    #[arg(long, env = "OPAL_LEASE_MS", default_value_t = 15_000)]
+    pub lease_ms: u64,
+
+    /// First retry delay for transient handler errors (milliseconds).
+    #[arg(long, env = "OPAL_RETRY_BASE_MS", default_value_t = 100)]
+    pub retry_base_ms: u64,
+
+    /// Largest retry delay (milliseconds).
+    #[arg(long, env = "OPAL_RETRY_MAX_MS", default_value_t = 5_000)]
+    pub retry_max_ms: u64,
+
+    /// Attempts before a transient failure goes to the DLQ.
+    #[arg(long, env = "OPAL_RETRY_ATTEMPTS", default_value_t = 5)]
+    pub retry_attempts: u32,
+
+    /// How long shutdown and revocation may spend finishing in-flight work (milliseconds).
+    #[arg(long, env = "OPAL_DRAIN_TIMEOUT_MS", default_value_t = 10_000)]
+    pub drain_timeout_ms: u64,
+
+    /// Kafka session timeout (milliseconds); must exceed the drain timeout.
+    #[arg(long, env = "OPAL_SESSION_TIMEOUT_MS", default_value_t = 30_000)]
+    pub session_timeout_ms: u64,
+
+    /// Most events handled per poll batch.
+    #[arg(long, env = "OPAL_MAX_BATCH", default_value_t = 500)]
+    pub max_batch: usize,
+
+    /// Log output format.
+    #[arg(long, env = "OPAL_LOG_FORMAT", value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+}
+
+fn parse_env(raw: &str) -> Result<Environment, String> {
+    raw.parse()
+}
+
+impl RuntimeArgs {
+    /// Settings for the local stack (tests).
+    pub fn local(brokers: &str, registry_url: &str, redis_url: &str) -> Self {
+        RuntimeArgs {
+            kafka: KafkaArgs::local(brokers),
+            registry: RegistryArgs {
+                url: registry_url.to_owned(),
+                username: None,
+                password: None,
+            },
+            redis_url: redis_url.to_owned(),
+            group: None,
+            topic_prefix: String::new(),
+            environment: Environment::Development,
+            http_listen: None,
+            idempotency_ttl_secs: 24 * 3600,
+            lease_ms: 15_000,
+            retry_base_ms: 100,
+            retry_max_ms: 5_000,
+            retry_attempts: 5,
+            drain_timeout_ms: 10_000,
+            session_timeout_ms: 30_000,
+            max_batch: 500,
+            log_format: LogFormat::Text,
+        }
+    }
+
+    /// Refuses settings that cannot work together.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.drain_timeout_ms >= self.session_timeout_ms {
+            return Err(format!(
+                "drain timeout ({} ms) must be smaller than session.timeout.ms ({} ms), or the group evicts us mid-drain",
+                self.drain_timeout_ms, self.session_timeout_ms
+            ));
+        }
+        if self.retry_attempts == 0 {
+            return Err("retry attempts must be at least 1".to_owned());
+        }
+        if self.max_batch == 0 {
+            return Err("max batch must be at least 1".to_owned());
+        }
+        Ok(())
+    }
+
+    pub fn drain_timeout(&self) -> Duration {
+        Duration::from_millis(self.drain_timeout_ms)
+    }
+
+    /// Delay before retry `attempt` (1-based): exponential from the base, capped, with full jitter.
+    pub fn backoff(&self, attempt: u32) -> Duration {
+        let exp = self
+            .retry_base_ms
+            .saturating_mul(1u64 << attempt.saturating_sub(1).min(20));
+        let cap = exp.min(self.retry_max_ms).max(1);
+        Duration::from_millis(rand::random_range(cap / 2..=cap))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn drain_must_fit_in_the_session_timeout() {
+        let mut args = RuntimeArgs::local("b", "r", "redis://x");
+        assert!(args.validate().is_ok());
+        args.drain_timeout_ms = 30_000;
+        assert!(
+            args.validate()
+                .expect_err("refused")
+                .contains("session.timeout.ms")
+        );
+    }
+
+    #[test]
+    fn backoff_grows_exponentially_with_jitter_and_a_cap() {
+        let args = RuntimeArgs::local("b", "r", "redis://x");
+        for _ in 0..100 {
+            let first = args.backoff(1).as_millis();
+            assert!((50..=100).contains(&first), "{first}");
+            let third = args.backoff(3).as_millis();
+            assert!((200..=400).contains(&third), "{third}");
+            assert!(args.backoff(30).as_millis() <= 5_000);
+        }
+    }
+}

@@ -1,0 +1,89 @@
+//! A consumer that counts every event it sees, once: the runtime's own test
+//! subject and a smoke test for a deployment (`opal-counting-consumer`).
+//!
+//! Effects: `INCR <prefix>:count:<event_id>` and `INCR <prefix>:total`. An
+//! exactly-once run leaves every per-event counter at 1.
+//!
+//! For failure drills it reacts to `opal.knowledge.upserted` events by `kind`:
+//! `fail-transient-N` fails the first N attempts, `fail-always` always fails
+//! transiently, `reject` is invalid.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use opal_schemas::{Event, EventType};
+
+use crate::handler::{Effects, Handler, HandlerError, StateOp, StateReader};
+
+pub struct CountingHandler {
+    prefix: String,
+    inputs: Vec<EventType>,
+    attempts: Mutex<HashMap<String, u32>>,
+}
+
+impl CountingHandler {
+    pub fn new(prefix: impl Into<String>, inputs: Vec<EventType>) -> Self {
+        CountingHandler {
+            prefix: prefix.into(),
+            inputs,
+            attempts: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn count_key(&self, event_id: &str) -> String {
+        format!("{}:count:{event_id}", self.prefix)
+    }
+
+    pub fn total_key(&self) -> String {
+        format!("{}:total", self.prefix)
+    }
+
+    fn attempt(&self, event_id: &str) -> u32 {
+        let mut attempts = self.attempts.lock().unwrap_or_else(|p| p.into_inner());
+        let n = attempts.entry(event_id.to_owned()).or_insert(0);
+        *n += 1;
+        *n
+    }
+}
+
+impl Handler for CountingHandler {
+    fn name(&self) -> &str {
+        "counting"
+    }
+
+    fn inputs(&self) -> Vec<EventType> {
+        self.inputs.clone()
+    }
+
+    async fn handle(&self, event: &Event, _state: &StateReader) -> Result<Effects, HandlerError> {
+        let id = &event.envelope().event_id;
+        if let Event::KnowledgeUpserted(k) = event {
+            if let Some(n) = k
+                .kind
+                .strip_prefix("fail-transient-")
+                .and_then(|n| n.parse::<u32>().ok())
+            {
+                let attempt = self.attempt(id);
+                if attempt <= n {
+                    return Err(HandlerError::Transient(format!(
+                        "drill: attempt {attempt} of {n} failing"
+                    )));
+                }
+            }
+            match k.kind.as_str() {
+                "fail-always" => {
+                    return Err(HandlerError::Transient("drill: always failing".into()));
+                }
+                "reject" => {
+                    return Err(HandlerError::Invalid(
+                        "drill: rejected by the handler".into(),
+                    ));
+                }
+                _ => {}
+            }
+        }
+        Ok(Effects::none()
+            .op(StateOp::cmd("INCR").arg(self.count_key(id)))
+            .op(StateOp::cmd("INCR").arg(self.total_key())))
+    }
+}

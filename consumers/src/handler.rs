@@ -1,0 +1,125 @@
+//! What business logic implements: a handler over decoded events. It knows
+//! nothing of Kafka; it reads state from Redis if it needs to and returns the
+//! effects to apply exactly once.
+
+use std::future::Future;
+
+use opal_schemas::{Event, EventType};
+use redis::ToRedisArgs;
+use redis::aio::ConnectionManager;
+
+/// Why a handler could not produce effects. The runtime decides what follows
+/// (see [`crate::classify`]).
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum HandlerError {
+    /// The event breaks a business rule: dead-letter it at once.
+    #[error("invalid event: {0}")]
+    Invalid(String),
+    /// Might succeed if tried again: back off and retry, then dead-letter.
+    #[error("transient failure: {0}")]
+    Transient(String),
+    /// A dependency is down: pause and retry until it returns; never dead-letter.
+    #[error("dependency down: {0}")]
+    DependencyDown(String),
+}
+
+impl From<redis::RedisError> for HandlerError {
+    fn from(e: redis::RedisError) -> Self {
+        if crate::classify::redis_is_down(&e) {
+            HandlerError::DependencyDown(format!("redis: {e}"))
+        } else {
+            HandlerError::Transient(format!("redis: {e}"))
+        }
+    }
+}
+
+/// One Redis command, applied atomically with the event's done-mark.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StateOp(pub(crate) Vec<Vec<u8>>);
+
+impl StateOp {
+    pub fn cmd(name: &str) -> Self {
+        StateOp(vec![name.as_bytes().to_vec()])
+    }
+
+    pub fn arg<T: ToRedisArgs>(mut self, arg: T) -> Self {
+        self.0.extend(arg.to_redis_args());
+        self
+    }
+}
+
+/// What processing one event changes: Redis state (applied atomically with the
+/// idempotency mark) and events to emit (their ids derived from the input's).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Effects {
+    pub(crate) ops: Vec<StateOp>,
+    pub(crate) emits: Vec<Event>,
+}
+
+impl Effects {
+    pub fn none() -> Self {
+        Effects::default()
+    }
+
+    pub fn op(mut self, op: StateOp) -> Self {
+        self.ops.push(op);
+        self
+    }
+
+    pub fn push(&mut self, op: StateOp) {
+        self.ops.push(op);
+    }
+
+    /// Emits `event`; the runtime sets its event id (deterministic) and correlation id.
+    pub fn emit(&mut self, event: Event) {
+        self.emits.push(event);
+    }
+
+    pub fn ops(&self) -> &[StateOp] {
+        &self.ops
+    }
+
+    pub fn emits(&self) -> &[Event] {
+        &self.emits
+    }
+}
+
+/// Read access to Redis for handlers that decide on state.
+#[derive(Clone)]
+pub struct StateReader {
+    pub(crate) connection: ConnectionManager,
+}
+
+impl StateReader {
+    pub fn new(connection: ConnectionManager) -> Self {
+        StateReader { connection }
+    }
+
+    /// A connection for reads (writes belong in [`Effects`]).
+    pub fn connection(&self) -> ConnectionManager {
+        self.connection.clone()
+    }
+}
+
+/// Business logic over decoded events.
+pub trait Handler: Send + Sync + 'static {
+    /// Name used in metric labels and logs (`diagnostics`, `recommendations`, ...).
+    fn name(&self) -> &str;
+
+    /// The event types this handler consumes.
+    fn inputs(&self) -> Vec<EventType>;
+
+    /// Whether the handler reads state it changes: then each event's effects are
+    /// applied before the next event of the batch is handled (one Redis round trip
+    /// per event) instead of once per batch.
+    fn reads_own_state(&self) -> bool {
+        false
+    }
+
+    /// Processes one event.
+    fn handle(
+        &self,
+        event: &Event,
+        state: &StateReader,
+    ) -> impl Future<Output = Result<Effects, HandlerError>> + Send;
+}

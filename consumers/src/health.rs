@@ -1,0 +1,114 @@
+//! Liveness, readiness and metrics over HTTP.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::time::Instant;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use serde_json::json;
+
+use crate::metrics::ConsumerMetrics;
+
+/// What readiness reports; shared by the runtime and its health checks.
+#[derive(Default)]
+pub struct Health {
+    pub kafka_up: AtomicBool,
+    pub redis_up: AtomicBool,
+    pub registry_up: AtomicBool,
+    /// Consumption is paused because a dependency is down.
+    pub paused: AtomicBool,
+    pub paused_partitions: AtomicI64,
+    pub lag: AtomicI64,
+    last_event: std::sync::Mutex<Option<Instant>>,
+}
+
+impl Health {
+    pub fn new() -> Arc<Self> {
+        let health = Health::default();
+        for flag in [&health.kafka_up, &health.redis_up, &health.registry_up] {
+            flag.store(true, Ordering::Relaxed);
+        }
+        Arc::new(health)
+    }
+
+    pub fn event_processed(&self) {
+        *self.last_event.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
+    }
+
+    pub fn ready(&self) -> bool {
+        self.kafka_up.load(Ordering::Relaxed)
+            && self.redis_up.load(Ordering::Relaxed)
+            && self.registry_up.load(Ordering::Relaxed)
+            && !self.paused.load(Ordering::Relaxed)
+    }
+
+    pub fn report(&self) -> serde_json::Value {
+        let up = |f: &AtomicBool| {
+            if f.load(Ordering::Relaxed) {
+                "up"
+            } else {
+                "down"
+            }
+        };
+        let since = self
+            .last_event
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .map(|t| t.elapsed().as_secs_f64());
+        json!({
+            "ready": self.ready(),
+            "checks": {
+                "kafka": up(&self.kafka_up),
+                "redis": up(&self.redis_up),
+                "registry": up(&self.registry_up),
+            },
+            "paused": self.paused.load(Ordering::Relaxed),
+            "paused_partitions": self.paused_partitions.load(Ordering::Relaxed),
+            "lag": self.lag.load(Ordering::Relaxed),
+            "seconds_since_last_event": since,
+        })
+    }
+}
+
+#[derive(Clone)]
+struct Shared {
+    health: Arc<Health>,
+    metrics: ConsumerMetrics,
+}
+
+/// `/metrics`, `/health/live`, `/health/ready`, plus the consumer's own routes.
+pub fn router(health: Arc<Health>, metrics: ConsumerMetrics, extra: Router) -> Router {
+    let shared = Shared { health, metrics };
+    Router::new()
+        .route(
+            "/health/live",
+            get(|| async { axum::Json(json!({"status": "live"})) }),
+        )
+        .route(
+            "/health/ready",
+            get(|State(s): State<Shared>| async move {
+                let status = if s.health.ready() {
+                    StatusCode::OK
+                } else {
+                    StatusCode::SERVICE_UNAVAILABLE
+                };
+                (status, axum::Json(s.health.report()))
+            }),
+        )
+        .route(
+            "/metrics",
+            get(|State(s): State<Shared>| async move {
+                (
+                    [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+                    s.metrics.render(),
+                )
+                    .into_response()
+            }),
+        )
+        .with_state(shared)
+        .merge(extra)
+}

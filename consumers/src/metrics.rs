@@ -1,0 +1,97 @@
+//! The runtime's Prometheus metrics, in one registry served on `/metrics`.
+
+use prometheus::{
+    Gauge, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry,
+};
+
+use opal_producers::PublishMetrics;
+
+#[derive(Clone)]
+pub struct ConsumerMetrics {
+    pub registry: Registry,
+    pub consumed: IntCounterVec,
+    pub processing: HistogramVec,
+    pub lag: IntGaugeVec,
+    pub dependency_up: IntGaugeVec,
+    pub redis_round_trips: IntCounter,
+    pub batches: IntCounter,
+    pub last_event_unixtime: Gauge,
+    pub publish: PublishMetrics,
+}
+
+impl ConsumerMetrics {
+    pub fn new() -> prometheus::Result<Self> {
+        let registry = Registry::new();
+        let consumed = IntCounterVec::new(
+            Opts::new(
+                "opal_events_consumed_total",
+                "Events consumed, by outcome (processed, duplicate, retried, dead_lettered)",
+            ),
+            &["consumer", "topic", "outcome"],
+        )?;
+        let processing = HistogramVec::new(
+            HistogramOpts::new(
+                "opal_event_processing_seconds",
+                "Time from receiving an event to its effect being applied",
+            )
+            .buckets(vec![
+                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+            ]),
+            &["consumer", "topic"],
+        )?;
+        let lag = IntGaugeVec::new(
+            Opts::new(
+                "opal_consumer_lag",
+                "Messages between the partition's end and the group's position",
+            ),
+            &["consumer", "topic", "partition"],
+        )?;
+        let dependency_up = IntGaugeVec::new(
+            Opts::new(
+                "opal_dependency_up",
+                "1 when the dependency answers, 0 when it does not",
+            ),
+            &["dependency"],
+        )?;
+        let redis_round_trips = IntCounter::new(
+            "opal_idempotency_round_trips_total",
+            "Redis round trips made for idempotency",
+        )?;
+        let batches = IntCounter::new("opal_consumer_batches_total", "Poll batches processed")?;
+        let last_event_unixtime = Gauge::new(
+            "opal_consumer_last_event_timestamp_seconds",
+            "When the last event was processed (unix time)",
+        )?;
+        for c in [
+            Box::new(consumed.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(processing.clone()),
+            Box::new(lag.clone()),
+            Box::new(dependency_up.clone()),
+            Box::new(redis_round_trips.clone()),
+            Box::new(batches.clone()),
+            Box::new(last_event_unixtime.clone()),
+        ] {
+            registry.register(c)?;
+        }
+        let publish = PublishMetrics::new(&registry)?;
+        Ok(ConsumerMetrics {
+            registry,
+            consumed,
+            processing,
+            lag,
+            dependency_up,
+            redis_round_trips,
+            batches,
+            last_event_unixtime,
+            publish,
+        })
+    }
+
+    /// Prometheus text format.
+    pub fn render(&self) -> String {
+        let encoder = prometheus::TextEncoder::new();
+        encoder
+            .encode_to_string(&self.registry.gather())
+            .unwrap_or_default()
+    }
+}

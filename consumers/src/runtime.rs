@@ -1,0 +1,821 @@
+//! The consumer runtime: Kafka in, decoded events to the handler, effects
+//! applied exactly once through Redis, failures retried, dead-lettered or
+//! waited out, offsets stored only once every event before them is settled.
+//!
+//! A poll batch goes through four steps: decode and validate every record;
+//! lease every event (one Redis round trip); handle them, partitions
+//! concurrently and each partition in order, then publish emitted events and
+//! apply state with the done-marks (one more round trip); dead-letter what
+//! failed. Only then are the batch's offsets stored, so a stored offset never
+//! passes an unsettled event. A dependency that is down pauses the batch where
+//! it stands until it returns; nothing is dead-lettered for it.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use futures::future::join_all;
+use opal_producers::{Publisher, PublisherConfig};
+use opal_schemas::{Codec, Event, validate};
+use rdkafka::client::ClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{
+    BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
+};
+use rdkafka::message::{Message, OwnedMessage};
+use rdkafka::statistics::Statistics;
+use tokio_util::sync::CancellationToken;
+use tracing::{Instrument, debug, info, info_span, warn};
+
+use crate::classify::{FailureClass, ProcessingError, classify};
+use crate::config::RuntimeArgs;
+use crate::dlq::{DeadLetter, DlqWriter};
+use crate::handler::{Effects, Handler, HandlerError, StateReader};
+use crate::health::Health;
+use crate::idempotency::{Applied, Idempotency, Lease};
+use crate::metrics::ConsumerMetrics;
+
+/// Namespace of emitted events' derived ids.
+const EMIT_NAMESPACE: uuid::Uuid = uuid::Uuid::from_u128(0x6f70_616c_2d65_6d69_742d_6e73_0000_0001);
+
+/// The event id of the `index`-th event emitted while `group` processed `input_id`:
+/// the same input always yields the same ids, so downstream dedupes re-emits.
+pub fn derived_event_id(group: &str, input_id: &str, index: usize) -> String {
+    uuid::Uuid::new_v5(
+        &EMIT_NAMESPACE,
+        format!("{group}/{input_id}/{index}").as_bytes(),
+    )
+    .to_string()
+}
+
+/// Librdkafka callbacks: lag from statistics, commits on revocation.
+pub struct RuntimeContext {
+    name: String,
+    metrics: ConsumerMetrics,
+    health: Arc<Health>,
+}
+
+impl ClientContext for RuntimeContext {
+    fn stats(&self, statistics: Statistics) {
+        let mut total = 0;
+        for (topic, t) in &statistics.topics {
+            for (id, p) in &t.partitions {
+                if *id < 0 || p.consumer_lag < 0 {
+                    continue;
+                }
+                total += p.consumer_lag;
+                self.metrics
+                    .lag
+                    .with_label_values(&[&self.name, topic, &id.to_string()])
+                    .set(p.consumer_lag);
+            }
+        }
+        self.health.lag.store(total, Ordering::Relaxed);
+    }
+}
+
+impl ConsumerContext for RuntimeContext {
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        // Batches finish before the next poll, so nothing is in flight here:
+        // commit what is stored before the partitions go.
+        if let Rebalance::Revoke(partitions) = rebalance {
+            info!(
+                count = partitions.count(),
+                "partitions revoked; committing stored offsets"
+            );
+            if let Err(e) = consumer.commit_consumer_state(CommitMode::Sync) {
+                debug!(error = %e, "commit on revoke");
+            }
+        }
+    }
+
+    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Assign(partitions) = rebalance {
+            info!(count = partitions.count(), "partitions assigned");
+        }
+    }
+}
+
+/// What became of one record of a batch.
+enum Outcome {
+    Processed,
+    Duplicate,
+    Dead(DeadLetter),
+}
+
+struct Item {
+    message: OwnedMessage,
+    event: Option<Event>,
+    outcome: Option<Outcome>,
+    retries: u32,
+}
+
+/// What handling one event gave.
+enum Handled {
+    Effects(Effects),
+    Dead(FailureClass, String, u32),
+    Down(ProcessingError),
+    Committed(Applied),
+}
+
+/// The batch could not finish: shutdown came while a dependency was down.
+struct Abandoned;
+
+pub struct Runtime<H: Handler> {
+    handler: Arc<H>,
+    args: RuntimeArgs,
+    group: String,
+    topics: Vec<String>,
+    consumer: Arc<StreamConsumer<RuntimeContext>>,
+    codec: Arc<Codec>,
+    idempotency: Idempotency,
+    state: StateReader,
+    publisher: Publisher,
+    dlq: DlqWriter,
+    metrics: ConsumerMetrics,
+    health: Arc<Health>,
+    cancel: CancellationToken,
+}
+
+impl<H: Handler> Runtime<H> {
+    /// Connects to Redis, Kafka and the registry; fails with a clear message if
+    /// the configuration is unusable.
+    pub async fn new(
+        handler: H,
+        args: RuntimeArgs,
+        default_group: &str,
+        cancel: CancellationToken,
+    ) -> anyhow::Result<Self> {
+        args.validate().map_err(anyhow::Error::msg)?;
+        let group = args
+            .group
+            .clone()
+            .unwrap_or_else(|| default_group.to_owned());
+        let metrics = ConsumerMetrics::new().context("metrics")?;
+        let health = Health::new();
+        let registry = args
+            .registry
+            .client(Duration::from_secs(5))
+            .context("schema registry client")?;
+        let codec = Arc::new(Codec::new(registry));
+
+        let redis =
+            redis::Client::open(args.redis_url.as_str()).context("REDIS_URL is not a Redis URL")?;
+        let redis_config = redis::aio::ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(Duration::from_secs(2)))
+            .set_response_timeout(Some(Duration::from_secs(5)))
+            .set_number_of_retries(2)
+            .set_max_delay(Duration::from_secs(1));
+        let connection = redis
+            .get_connection_manager_with_config(redis_config)
+            .await
+            .context("cannot connect to Redis at REDIS_URL")?;
+        let idempotency = Idempotency::new(
+            connection.clone(),
+            &group,
+            Duration::from_secs(args.idempotency_ttl_secs),
+            Duration::from_millis(args.lease_ms),
+        );
+
+        let kafka = args.kafka.client_config()?;
+        let mut consumer_config: ClientConfig = kafka.clone();
+        consumer_config
+            .set("group.id", &group)
+            .set("enable.auto.commit", "true")
+            .set("auto.commit.interval.ms", "1000")
+            .set("enable.auto.offset.store", "false")
+            .set("auto.offset.reset", "earliest")
+            .set("session.timeout.ms", args.session_timeout_ms.to_string())
+            .set("statistics.interval.ms", "5000");
+        let context = RuntimeContext {
+            name: handler.name().to_owned(),
+            metrics: metrics.clone(),
+            health: health.clone(),
+        };
+        let consumer: StreamConsumer<RuntimeContext> = consumer_config
+            .create_with_context(context)
+            .context("cannot create the Kafka consumer")?;
+        let topics: Vec<String> = handler
+            .inputs()
+            .iter()
+            .map(|t| format!("{}{}", args.topic_prefix, t.topic()))
+            .collect();
+
+        let publisher_config = PublisherConfig {
+            kafka: args.kafka.clone(),
+            registry: args.registry.clone(),
+            environment: args.environment,
+            source_system: format!("opal-{}", handler.name()),
+            topic_prefix: args.topic_prefix.clone(),
+            auto_register: false,
+            delivery_timeout_ms: 30_000,
+        };
+        let publisher =
+            Publisher::with_codec(publisher_config, codec.clone(), metrics.publish.clone())?;
+        let dlq = DlqWriter::new(
+            &kafka,
+            opal_topics::dlq_topic(&args.topic_prefix, &group),
+            group.clone(),
+        )?;
+        Ok(Runtime {
+            handler: Arc::new(handler),
+            args,
+            group,
+            topics,
+            consumer: Arc::new(consumer),
+            codec,
+            idempotency,
+            state: StateReader::new(connection),
+            publisher,
+            dlq,
+            metrics,
+            health,
+            cancel,
+        })
+    }
+
+    pub fn group(&self) -> &str {
+        &self.group
+    }
+
+    pub fn health(&self) -> Arc<Health> {
+        self.health.clone()
+    }
+
+    pub fn metrics(&self) -> ConsumerMetrics {
+        self.metrics.clone()
+    }
+
+    pub fn state(&self) -> StateReader {
+        self.state.clone()
+    }
+
+    pub fn handler(&self) -> Arc<H> {
+        self.handler.clone()
+    }
+
+    /// Consumes until cancelled, then finishes the batch in hand, commits and flushes.
+    pub async fn run(self) -> anyhow::Result<()> {
+        let topics: Vec<&str> = self.topics.iter().map(String::as_str).collect();
+        self.consumer.subscribe(&topics).context("subscribe")?;
+        info!(group = %self.group, topics = ?self.topics, "consuming");
+        let checker = tokio::spawn(health_checks(
+            self.args.clone(),
+            self.codec.clone(),
+            self.state.clone(),
+            self.health.clone(),
+            self.metrics.clone(),
+            self.cancel.clone(),
+        ));
+        while !self.cancel.is_cancelled() {
+            let first = tokio::select! {
+                _ = self.cancel.cancelled() => break,
+                message = self.consumer.recv() => message,
+            };
+            let first = match first {
+                Ok(m) => m.detach(),
+                Err(e) => {
+                    warn!(error = %e, "kafka error while polling");
+                    continue;
+                }
+            };
+            let mut batch = vec![first];
+            while batch.len() < self.args.max_batch {
+                match tokio::time::timeout(Duration::from_millis(2), self.consumer.recv()).await {
+                    Ok(Ok(m)) => batch.push(m.detach()),
+                    Ok(Err(e)) => warn!(error = %e, "kafka error while polling"),
+                    Err(_) => break,
+                }
+            }
+            self.metrics.batches.inc();
+            let started = Instant::now();
+            // On shutdown the batch in hand still finishes, within the drain timeout.
+            let drain = async {
+                self.cancel.cancelled().await;
+                tokio::time::sleep(self.args.drain_timeout()).await;
+            };
+            tokio::select! {
+                _ = self.process_batch(batch, started) => {}
+                _ = drain => warn!("drain timeout: the unfinished batch is left uncommitted and will be redelivered"),
+            }
+        }
+        info!("stopping: committing offsets and flushing producers");
+        if let Err(e) = self.consumer.commit_consumer_state(CommitMode::Sync) {
+            debug!(error = %e, "final commit");
+        }
+        let _ = self.publisher.flush(Duration::from_secs(5));
+        self.dlq.flush(Duration::from_secs(5));
+        checker.abort();
+        Ok(())
+    }
+
+    async fn process_batch(&self, messages: Vec<OwnedMessage>, started: Instant) {
+        let mut items: Vec<Item> = messages
+            .into_iter()
+            .map(|message| Item {
+                message,
+                event: None,
+                outcome: None,
+                retries: 0,
+            })
+            .collect();
+        if self.decode(&mut items).await.is_err() || self.settle(&mut items).await.is_err() {
+            return;
+        }
+        if self.dead_letter(&items).await.is_err() {
+            return;
+        }
+        let mut last: BTreeMap<(String, i32), i64> = BTreeMap::new();
+        for item in &items {
+            let m = &item.message;
+            let outcome = match &item.outcome {
+                Some(Outcome::Processed) => "processed",
+                Some(Outcome::Duplicate) => "duplicate",
+                Some(Outcome::Dead(_)) => "dead_lettered",
+                None => continue,
+            };
+            let labels = [self.handler.name(), m.topic(), outcome];
+            self.metrics.consumed.with_label_values(&labels).inc();
+            if item.retries > 0 {
+                self.metrics
+                    .consumed
+                    .with_label_values(&[self.handler.name(), m.topic(), "retried"])
+                    .inc_by(item.retries.into());
+            }
+            self.metrics
+                .processing
+                .with_label_values(&[self.handler.name(), m.topic()])
+                .observe(started.elapsed().as_secs_f64());
+            let entry = last
+                .entry((m.topic().to_owned(), m.partition()))
+                .or_insert(m.offset());
+            *entry = (*entry).max(m.offset());
+        }
+        for ((topic, partition), offset) in last {
+            if let Err(e) = self.consumer.store_offset(&topic, partition, offset) {
+                debug!(topic, partition, offset, error = %e, "offset not stored (partition revoked?)");
+            }
+        }
+        self.health.event_processed();
+        self.metrics
+            .last_event_unixtime
+            .set(crate::dlq::now_millis() as f64 / 1000.0);
+    }
+
+    /// Step 1: decode and validate every record; undecodable and invalid ones are settled as dead.
+    async fn decode(&self, items: &mut [Item]) -> Result<(), Abandoned> {
+        let mut attempt = 0;
+        loop {
+            let open: Vec<usize> = (0..items.len())
+                .filter(|i| items[*i].event.is_none() && items[*i].outcome.is_none())
+                .collect();
+            if open.is_empty() {
+                return Ok(());
+            }
+            let decoded = join_all(open.iter().map(|i| {
+                let payload = items[*i].message.payload().unwrap_or_default().to_vec();
+                let codec = self.codec.clone();
+                async move { codec.decode(&payload).await }
+            }))
+            .await;
+            let mut down = None;
+            for (i, result) in open.into_iter().zip(decoded) {
+                match result.map_err(ProcessingError::from) {
+                    Ok(d) => match validate(&d.event) {
+                        Ok(()) => items[i].event = Some(d.event),
+                        Err(e) => {
+                            items[i].outcome =
+                                Some(self.dead(&items[i], FailureClass::Invalid, e.to_string(), 1))
+                        }
+                    },
+                    Err(e) => match classify(&e) {
+                        FailureClass::DependencyDown => down = Some(e),
+                        class => {
+                            items[i].outcome = Some(self.dead(&items[i], class, e.to_string(), 1))
+                        }
+                    },
+                }
+            }
+            match down {
+                None => {
+                    self.dependency_back("registry");
+                    return Ok(());
+                }
+                Some(e) => {
+                    attempt += 1;
+                    self.wait_for("registry", &e, attempt).await?;
+                }
+            }
+        }
+    }
+
+    /// Steps 2 and 3: lease, handle, emit and apply, until every decoded event is settled.
+    async fn settle(&self, items: &mut [Item]) -> Result<(), Abandoned> {
+        let mut attempt = 0;
+        loop {
+            let pending: Vec<usize> = (0..items.len())
+                .filter(|i| items[*i].event.is_some() && items[*i].outcome.is_none())
+                .collect();
+            if pending.is_empty() {
+                return Ok(());
+            }
+            let ids: Vec<&str> = pending
+                .iter()
+                .filter_map(|i| {
+                    items[*i]
+                        .event
+                        .as_ref()
+                        .map(|e| e.envelope().event_id.as_str())
+                })
+                .collect();
+            self.metrics.redis_round_trips.inc();
+            let leases = match self.idempotency.lease(&ids).await {
+                Ok(leases) => {
+                    self.dependency_back("redis");
+                    leases
+                }
+                Err(e) => {
+                    attempt += 1;
+                    self.wait_for("redis", &ProcessingError::Redis(e), attempt)
+                        .await?;
+                    continue;
+                }
+            };
+            let mut by_partition: BTreeMap<(String, i32), Vec<usize>> = BTreeMap::new();
+            let mut waiting = false;
+            for (i, lease) in pending.into_iter().zip(leases) {
+                match lease {
+                    Lease::Done => items[i].outcome = Some(Outcome::Duplicate),
+                    Lease::HeldElsewhere => waiting = true,
+                    Lease::Acquired => {
+                        let m = &items[i].message;
+                        by_partition
+                            .entry((m.topic().to_owned(), m.partition()))
+                            .or_default()
+                            .push(i);
+                    }
+                }
+            }
+            let handled = join_all(by_partition.into_values().map(|indices| {
+                let events: Vec<(usize, Event, OwnedMessage)> = indices
+                    .into_iter()
+                    .filter_map(|i| {
+                        items[i]
+                            .event
+                            .clone()
+                            .map(|e| (i, e, items[i].message.clone()))
+                    })
+                    .collect();
+                self.handle_partition(events)
+            }))
+            .await;
+
+            let mut to_commit: Vec<(usize, Event, Effects)> = Vec::new();
+            let mut down = None;
+            for (i, event, result, retries) in handled.into_iter().flatten() {
+                items[i].retries += retries;
+                match result {
+                    Handled::Effects(effects) => to_commit.push((i, event, effects)),
+                    Handled::Committed(applied) => {
+                        self.record_applied(&mut items[i], applied, &mut waiting)
+                    }
+                    Handled::Dead(class, error, attempts) => {
+                        items[i].outcome = Some(self.dead(&items[i], class, error, attempts))
+                    }
+                    Handled::Down(e) => down = Some(e),
+                }
+            }
+            if !to_commit.is_empty() {
+                let refs: Vec<(&Event, &Effects)> =
+                    to_commit.iter().map(|(_, e, f)| (e, f)).collect();
+                match self.commit_effects(&refs).await {
+                    Ok(applied) => {
+                        for ((i, _, _), applied) in to_commit.iter().zip(applied) {
+                            self.record_applied(&mut items[*i], applied, &mut waiting);
+                        }
+                    }
+                    Err(e) => down = Some(e),
+                }
+            }
+            if let Some(e) = down {
+                attempt += 1;
+                let dependency = dependency_of(&e);
+                self.wait_for(dependency, &e, attempt).await?;
+            } else if waiting {
+                // Another instance holds a lease (a rebalance race): wait for it to finish or expire.
+                attempt += 1;
+                self.pause_for(self.args.backoff(attempt.min(4))).await?;
+            }
+        }
+    }
+
+    fn record_applied(&self, item: &mut Item, applied: Applied, waiting: &mut bool) {
+        match applied {
+            Applied::Applied => item.outcome = Some(Outcome::Processed),
+            Applied::AlreadyDone => item.outcome = Some(Outcome::Duplicate),
+            Applied::LeaseLost => *waiting = true,
+        }
+    }
+
+    /// Handles one partition's events in order. Stops at the first dependency
+    /// failure: later events stay pending so order holds.
+    async fn handle_partition(
+        &self,
+        events: Vec<(usize, Event, OwnedMessage)>,
+    ) -> Vec<(usize, Event, Handled, u32)> {
+        let mut out = Vec::with_capacity(events.len());
+        for (i, event, message) in events {
+            let span = info_span!(
+                "event",
+                event_id = %event.envelope().event_id,
+                correlation_id = %event.envelope().correlation_id,
+                topic = message.topic(),
+                partition = message.partition(),
+                offset = message.offset(),
+            );
+            let (mut handled, retries) = self.handle_with_retries(&event).instrument(span).await;
+            if let (true, Handled::Effects(effects)) = (self.handler.reads_own_state(), &handled) {
+                handled = match self.commit_effects(&[(&event, effects)]).await {
+                    Ok(applied) => {
+                        Handled::Committed(applied.first().copied().unwrap_or(Applied::LeaseLost))
+                    }
+                    Err(e) => Handled::Down(e),
+                };
+            }
+            let stop = matches!(handled, Handled::Down(_));
+            out.push((i, event, handled, retries));
+            if stop {
+                break;
+            }
+        }
+        out
+    }
+
+    /// Calls the handler, retrying transient failures with backoff and jitter.
+    async fn handle_with_retries(&self, event: &Event) -> (Handled, u32) {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let error = match self.handler.handle(event, &self.state).await {
+                Ok(effects) => match self.check_emits(event, &effects) {
+                    Ok(()) => return (Handled::Effects(effects), attempt - 1),
+                    Err(reason) => ProcessingError::Handler(HandlerError::Invalid(reason)),
+                },
+                Err(e) => ProcessingError::Handler(e),
+            };
+            match classify(&error) {
+                FailureClass::Transient if attempt < self.args.retry_attempts => {
+                    warn!(attempt, error = %error, "transient failure; retrying");
+                    tokio::time::sleep(self.args.backoff(attempt)).await;
+                }
+                FailureClass::DependencyDown => return (Handled::Down(error), attempt - 1),
+                class => {
+                    return (
+                        Handled::Dead(class, error.to_string(), attempt),
+                        attempt - 1,
+                    );
+                }
+            }
+        }
+    }
+
+    /// Emitted events must be valid before anything is applied.
+    fn check_emits(&self, input: &Event, effects: &Effects) -> Result<(), String> {
+        for emitted in self.prepare_emits(input, effects) {
+            validate(&emitted)
+                .map_err(|e| format!("emitted {} is invalid: {e}", emitted.event_type()))?;
+        }
+        Ok(())
+    }
+
+    fn prepare_emits(&self, input: &Event, effects: &Effects) -> Vec<Event> {
+        effects
+            .emits
+            .iter()
+            .enumerate()
+            .map(|(index, event)| {
+                let mut event = event.clone();
+                let envelope = event.envelope_mut();
+                envelope.event_id =
+                    derived_event_id(&self.group, &input.envelope().event_id, index);
+                envelope.correlation_id = input.envelope().correlation_id.clone();
+                self.publisher.fill_envelope(&mut event);
+                event
+            })
+            .collect()
+    }
+
+    /// Publishes emitted events (deterministic ids), then applies state and
+    /// done-marks in one Redis round trip.
+    async fn commit_effects(
+        &self,
+        items: &[(&Event, &Effects)],
+    ) -> Result<Vec<Applied>, ProcessingError> {
+        let emits: Vec<Event> = items
+            .iter()
+            .flat_map(|(input, effects)| self.prepare_emits(input, effects))
+            .collect();
+        if !emits.is_empty() {
+            for result in self.publisher.publish_batch(emits).await {
+                result.map_err(|e| ProcessingError::Kafka(format!("emit: {e}")))?;
+            }
+        }
+        let applies: Vec<(&str, &Effects)> = items
+            .iter()
+            .map(|(e, f)| (e.envelope().event_id.as_str(), *f))
+            .collect();
+        self.metrics.redis_round_trips.inc();
+        Ok(self.idempotency.apply(&applies).await?)
+    }
+
+    fn dead(&self, item: &Item, class: FailureClass, error: String, attempts: u32) -> Outcome {
+        warn!(
+            topic = item.message.topic(),
+            partition = item.message.partition(),
+            offset = item.message.offset(),
+            class = class.dlq_name(),
+            error = %error,
+            "dead-lettering"
+        );
+        Outcome::Dead(DeadLetter {
+            message: item.message.clone(),
+            class,
+            error,
+            attempts,
+        })
+    }
+
+    /// Step 4: the batch's dead letters, confirmed by the broker before offsets move.
+    async fn dead_letter(&self, items: &[Item]) -> Result<(), Abandoned> {
+        let mut attempt = 0;
+        let mut sent = vec![false; items.len()];
+        loop {
+            let open: Vec<usize> = (0..items.len())
+                .filter(|i| !sent[*i] && matches!(items[*i].outcome, Some(Outcome::Dead(_))))
+                .collect();
+            if open.is_empty() {
+                return Ok(());
+            }
+            let results = join_all(open.iter().map(|i| async move {
+                match &items[*i].outcome {
+                    Some(Outcome::Dead(dead)) => self.dlq.send(dead).await,
+                    _ => Ok(()),
+                }
+            }))
+            .await;
+            let mut failure = None;
+            for (i, result) in open.into_iter().zip(results) {
+                match result {
+                    Ok(()) => sent[i] = true,
+                    Err(e) => {
+                        failure = Some(ProcessingError::Kafka(format!(
+                            "dlq {}: {e}",
+                            self.dlq.topic()
+                        )))
+                    }
+                }
+            }
+            match failure {
+                None => return Ok(()),
+                Some(e) => {
+                    attempt += 1;
+                    self.wait_for("kafka", &e, attempt).await?;
+                }
+            }
+        }
+    }
+
+    /// Marks `dependency` down, pauses consumption and waits a backoff (or shutdown).
+    async fn wait_for(
+        &self,
+        dependency: &str,
+        error: &ProcessingError,
+        attempt: u32,
+    ) -> Result<(), Abandoned> {
+        if attempt == 1 || attempt % 20 == 0 {
+            warn!(dependency, error = %error, attempt, "dependency down: consumption paused, nothing is dead-lettered");
+        }
+        self.dependency_flag(dependency)
+            .map(|f| f.store(false, Ordering::Relaxed));
+        self.metrics
+            .dependency_up
+            .with_label_values(&[dependency])
+            .set(0);
+        self.pause_for(
+            self.args
+                .backoff(attempt.min(6))
+                .max(Duration::from_millis(200)),
+        )
+        .await
+    }
+
+    async fn pause_for(&self, delay: Duration) -> Result<(), Abandoned> {
+        if !self.health.paused.swap(true, Ordering::Relaxed) {
+            if let Ok(assignment) = self.consumer.assignment() {
+                self.health
+                    .paused_partitions
+                    .store(assignment.count() as i64, Ordering::Relaxed);
+                let _ = self.consumer.pause(&assignment);
+            }
+        }
+        tokio::select! {
+            _ = self.cancel.cancelled() => Err(Abandoned),
+            _ = tokio::time::sleep(delay) => Ok(()),
+        }
+    }
+
+    fn dependency_back(&self, dependency: &str) {
+        if let Some(flag) = self.dependency_flag(dependency)
+            && !flag.swap(true, Ordering::Relaxed)
+        {
+            info!(dependency, "dependency is back");
+            self.metrics
+                .dependency_up
+                .with_label_values(&[dependency])
+                .set(1);
+        }
+        if self.health.paused.load(Ordering::Relaxed)
+            && self.health.redis_up.load(Ordering::Relaxed)
+            && self.health.registry_up.load(Ordering::Relaxed)
+            && self.health.kafka_up.load(Ordering::Relaxed)
+        {
+            if let Ok(assignment) = self.consumer.assignment() {
+                let _ = self.consumer.resume(&assignment);
+            }
+            self.health.paused.store(false, Ordering::Relaxed);
+            self.health.paused_partitions.store(0, Ordering::Relaxed);
+            info!("consumption resumed");
+        }
+    }
+
+    fn dependency_flag(&self, dependency: &str) -> Option<&std::sync::atomic::AtomicBool> {
+        match dependency {
+            "redis" => Some(&self.health.redis_up),
+            "registry" => Some(&self.health.registry_up),
+            "kafka" => Some(&self.health.kafka_up),
+            _ => None,
+        }
+    }
+}
+
+fn dependency_of(error: &ProcessingError) -> &'static str {
+    match error {
+        ProcessingError::Redis(_) => "redis",
+        ProcessingError::Decode(_) => "registry",
+        ProcessingError::Kafka(_) => "kafka",
+        ProcessingError::Handler(HandlerError::DependencyDown(m)) if m.starts_with("redis") => {
+            "redis"
+        }
+        _ => "kafka",
+    }
+}
+
+/// Every two seconds: is each dependency answering? Feeds readiness and
+/// `opal_dependency_up`, independently of traffic.
+async fn health_checks(
+    args: RuntimeArgs,
+    codec: Arc<Codec>,
+    state: StateReader,
+    health: Arc<Health>,
+    metrics: ConsumerMetrics,
+    cancel: CancellationToken,
+) {
+    let mut tick = tokio::time::interval(Duration::from_secs(2));
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let mut connection = state.connection();
+        let redis_ok = tokio::time::timeout(
+            Duration::from_secs(2),
+            redis::cmd("PING").query_async::<String>(&mut connection),
+        )
+        .await
+        .map(|r| r.is_ok())
+        .unwrap_or(false);
+        let registry_ok = codec.registry().ping().await.is_ok();
+        let kafka_ok = args
+            .kafka
+            .fetch_metadata(Duration::from_secs(2))
+            .await
+            .is_ok();
+        for (name, ok, flag) in [
+            ("redis", redis_ok, &health.redis_up),
+            ("registry", registry_ok, &health.registry_up),
+            ("kafka", kafka_ok, &health.kafka_up),
+        ] {
+            metrics
+                .dependency_up
+                .with_label_values(&[name])
+                .set(i64::from(ok));
+            // Down is also set by the runtime on failure; the checker alone brings it back
+            // only when the runtime is not paused on it (the runtime resumes itself).
+            if !ok || !health.paused.load(Ordering::Relaxed) {
+                flag.store(ok, Ordering::Relaxed);
+            }
+        }
+    }
+}

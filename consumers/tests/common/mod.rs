@@ -1,0 +1,268 @@
+//! Shared set-up for the runtime tests: a provisioned prefix, a publisher,
+//! readers for topics and Redis, and child consumer processes.
+
+#![allow(dead_code, unreachable_pub)]
+
+use std::future::Future;
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use opal_consumers::RuntimeArgs;
+use opal_e2e::{brokers, redis_url, registry_url, unique};
+use opal_producers::{PublishMetrics, Publisher, PublisherConfig};
+use opal_schemas::Environment;
+use opal_topics::provision::Target;
+use opal_topics::{Catalog, KafkaArgs};
+use rdkafka::Message;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::message::OwnedMessage;
+
+pub const TIMEOUT: Duration = Duration::from_secs(30);
+
+pub struct Env {
+    pub prefix: String,
+    pub group: String,
+    pub count_prefix: String,
+    pub args: RuntimeArgs,
+    pub publisher: Publisher,
+}
+
+impl Env {
+    /// A fresh prefix with topics and schemas provisioned, and a DLQ for a fresh group.
+    pub async fn new() -> Env {
+        let prefix = format!("{}.", unique("c"));
+        let group = unique("opal-test-group");
+        let mut config = PublisherConfig::local(&brokers(), &registry_url());
+        config.topic_prefix = prefix.clone();
+        let plan = Catalog::bundled()
+            .expect("catalog")
+            .plan(Environment::Development, &prefix);
+        let target = Target::new(
+            config.kafka.clone(),
+            config.registry.client(TIMEOUT).expect("client"),
+            TIMEOUT,
+        )
+        .expect("target");
+        target.init(&plan, false).await.expect("kafka-init");
+        let admin: AdminClient<DefaultClientContext> = config
+            .kafka
+            .client_config()
+            .expect("config")
+            .create()
+            .expect("admin");
+        let dlq = opal_topics::dlq_topic(&prefix, &group);
+        let created = admin
+            .create_topics(
+                &[NewTopic::new(&dlq, 1, TopicReplication::Fixed(1))],
+                &AdminOptions::new().operation_timeout(Some(TIMEOUT)),
+            )
+            .await
+            .expect("create dlq");
+        assert!(created.iter().all(Result::is_ok), "{created:?}");
+        let mut args = RuntimeArgs::local(&brokers(), &registry_url(), &redis_url());
+        args.topic_prefix = prefix.clone();
+        args.group = Some(group.clone());
+        args.retry_base_ms = 10;
+        args.retry_max_ms = 50;
+        args.retry_attempts = 3;
+        args.lease_ms = 2_000;
+        let publisher = Publisher::new(
+            config,
+            PublishMetrics::new(&prometheus::Registry::new()).expect("metrics"),
+        )
+        .expect("publisher");
+        let count_prefix = format!("opal:test:{}", unique("count"));
+        Env {
+            prefix,
+            group,
+            count_prefix,
+            args,
+            publisher,
+        }
+    }
+
+    pub fn topic(&self, event_type: opal_schemas::EventType) -> String {
+        format!("{}{}", self.prefix, event_type.topic())
+    }
+
+    pub fn dlq(&self) -> String {
+        opal_topics::dlq_topic(&self.prefix, &self.group)
+    }
+
+    pub fn kafka(&self) -> KafkaArgs {
+        self.args.kafka.clone()
+    }
+
+    /// Starts `opal-counting-consumer` for this environment.
+    pub fn spawn_counting(&self, http_port: u16) -> Child {
+        Command::new(env!("CARGO_BIN_EXE_opal-counting-consumer"))
+            .args([
+                "--inputs",
+                "knowledge.upserted",
+                "--count-prefix",
+                &self.count_prefix,
+            ])
+            .env("KAFKA_BROKERS", brokers())
+            .env("SCHEMA_REGISTRY_URL", registry_url())
+            .env("REDIS_URL", &self.args.redis_url)
+            .env("OPAL_TOPIC_PREFIX", &self.prefix)
+            .env("OPAL_CONSUMER_GROUP", &self.group)
+            .env("OPAL_HTTP_LISTEN", format!("127.0.0.1:{http_port}"))
+            .env("OPAL_LEASE_MS", "2000")
+            .env("OPAL_RETRY_BASE_MS", "10")
+            .env("RUST_LOG", "warn")
+            .env("RUST_BACKTRACE", "0")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn opal-counting-consumer")
+    }
+}
+
+/// Publishes `n` knowledge events whose `kind` is `kind`, returning their ids.
+pub async fn publish_knowledge(env: &Env, n: usize, kind: &str) -> Vec<String> {
+    let events: Vec<_> = (0..n)
+        .map(|i| {
+            let mut e =
+                opal_schemas::samples::default_example(opal_schemas::EventType::KnowledgeUpserted);
+            *e.envelope_mut() = env.publisher.new_envelope(None);
+            if let opal_schemas::Event::KnowledgeUpserted(k) = &mut e {
+                k.kind = kind.to_owned();
+                k.knowledge_id = format!("kb-{i}");
+            }
+            e
+        })
+        .collect();
+    let mut ids = Vec::with_capacity(n);
+    for chunk in events.chunks(2000) {
+        for d in env.publisher.publish_batch(chunk.to_vec()).await {
+            ids.push(d.expect("published").event_id);
+        }
+    }
+    ids
+}
+
+pub async fn redis() -> redis::aio::MultiplexedConnection {
+    redis_at(&redis_url()).await
+}
+
+pub async fn redis_at(url: &str) -> redis::aio::MultiplexedConnection {
+    redis::Client::open(url)
+        .expect("url")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("redis")
+}
+
+pub async fn get_count(connection: &mut redis::aio::MultiplexedConnection, key: &str) -> i64 {
+    redis::cmd("GET")
+        .arg(key)
+        .query_async::<Option<i64>>(connection)
+        .await
+        .expect("GET")
+        .unwrap_or(0)
+}
+
+/// Every event's counter, in the order of `ids`.
+pub async fn counts(
+    connection: &mut redis::aio::MultiplexedConnection,
+    count_prefix: &str,
+    ids: &[String],
+) -> Vec<i64> {
+    let mut out = Vec::with_capacity(ids.len());
+    for chunk in ids.chunks(1000) {
+        let keys: Vec<String> = chunk
+            .iter()
+            .map(|id| format!("{count_prefix}:count:{id}"))
+            .collect();
+        let values: Vec<Option<i64>> = redis::cmd("MGET")
+            .arg(&keys)
+            .query_async(connection)
+            .await
+            .expect("MGET");
+        out.extend(values.into_iter().map(|v| v.unwrap_or(0)));
+    }
+    out
+}
+
+/// Polls `check` until it returns true or `timeout` passes.
+pub async fn wait_until<F, Fut>(timeout: Duration, what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = Instant::now() + timeout;
+    while !check().await {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Every record of `topic` from the beginning (waits for at least `at_least`).
+pub async fn read_all(kafka: &KafkaArgs, topic: &str, at_least: usize) -> Vec<OwnedMessage> {
+    let consumer: StreamConsumer = kafka
+        .client_config()
+        .expect("config")
+        .set("group.id", unique("reader"))
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("reader");
+    consumer.subscribe(&[topic]).expect("subscribe");
+    let mut out = Vec::new();
+    loop {
+        let wait = if out.len() >= at_least {
+            Duration::from_secs(2)
+        } else {
+            TIMEOUT
+        };
+        match tokio::time::timeout(wait, consumer.recv()).await {
+            Ok(Ok(m)) => out.push(m.detach()),
+            Ok(Err(e)) => panic!("reading {topic}: {e}"),
+            Err(_) if out.len() >= at_least => return out,
+            Err(_) => panic!("only {} of {at_least} records in {topic}", out.len()),
+        }
+    }
+}
+
+pub fn header(message: &OwnedMessage, name: &str) -> Option<String> {
+    opal_consumers::dlq::header_text(message, name)
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .expect("port")
+        .local_addr()
+        .expect("addr")
+        .port()
+}
+
+pub fn signal(child: &Child, signal: &str) {
+    let status = Command::new("kill")
+        .args([&format!("-{signal}"), &child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+}
+
+pub async fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+    let url = format!("http://127.0.0.1:{port}{path}");
+    let response = reqwest::get(&url).await.ok()?;
+    let status = response.status().as_u16();
+    Some((status, response.text().await.ok()?))
+}
+
+/// The value of a metric line starting with `prefix` in Prometheus text.
+pub fn metric(text: &str, prefix: &str) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with(prefix))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+pub fn message_bytes(m: &OwnedMessage) -> (Option<Vec<u8>>, Option<Vec<u8>>) {
+    (m.key().map(<[u8]>::to_vec), m.payload().map(<[u8]>::to_vec))
+}

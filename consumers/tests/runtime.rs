@@ -1,0 +1,367 @@
+//! The consumer runtime in process, against the real local stack: poison pills,
+//! retries, dead letters, and Redis going away mid-run.
+
+mod common;
+
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use common::*;
+use opal_consumers::Runtime;
+use opal_consumers::counting::CountingHandler;
+use opal_consumers::dlq::headers;
+use opal_schemas::codec::encode_with_id;
+use opal_schemas::samples::default_example;
+use opal_schemas::{Event, EventType};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use tokio_util::sync::CancellationToken;
+
+async fn start(
+    env: &Env,
+    redis_url: Option<&str>,
+) -> (
+    CancellationToken,
+    tokio::task::JoinHandle<()>,
+    std::sync::Arc<opal_consumers::health::Health>,
+) {
+    let mut args = env.args.clone();
+    if let Some(url) = redis_url {
+        args.redis_url = url.to_owned();
+    }
+    let handler =
+        CountingHandler::new(env.count_prefix.clone(), vec![EventType::KnowledgeUpserted]);
+    let cancel = CancellationToken::new();
+    let runtime = Runtime::new(handler, args, "unused", cancel.clone())
+        .await
+        .expect("runtime");
+    let health = runtime.health();
+    let task = tokio::spawn(async move { runtime.run().await.expect("run") });
+    (cancel, task, health)
+}
+
+async fn produce_raw(env: &Env, key: &str, value: Option<&[u8]>) {
+    let producer: FutureProducer = env
+        .kafka()
+        .client_config()
+        .expect("config")
+        .create()
+        .expect("producer");
+    let topic = env.topic(EventType::KnowledgeUpserted);
+    let mut record: FutureRecord<'_, str, [u8]> = FutureRecord::to(&topic).key(key);
+    if let Some(v) = value {
+        record = record.payload(v);
+    }
+    producer.send(record, TIMEOUT).await.expect("raw produce");
+}
+
+#[tokio::test]
+async fn poison_pills_go_to_the_dlq_with_headers_and_good_events_around_them_are_processed() {
+    let env = Env::new().await;
+    let mut good = publish_knowledge(&env, 5, "policy").await;
+    let topic = env.topic(EventType::KnowledgeUpserted);
+    let schema_id = env
+        .publisher
+        .codec()
+        .schema_id(EventType::KnowledgeUpserted, &topic)
+        .await
+        .expect("id");
+    let valid =
+        encode_with_id(&default_example(EventType::KnowledgeUpserted), schema_id).expect("encode");
+    let registry = env.publisher.codec().registry();
+    let foreign = r#"{"type":"record","name":"Stranger","namespace":"elsewhere","fields":[{"name":"x","type":"long"}]}"#;
+    let foreign_id = registry
+        .register(&opal_e2e::unique("foreign"), foreign)
+        .await
+        .expect("register");
+    let mut invalid_event = default_example(EventType::KnowledgeUpserted);
+    if let Event::KnowledgeUpserted(k) = &mut invalid_event {
+        k.knowledge_id = String::new();
+    }
+    let invalid = encode_with_id(&invalid_event, schema_id).expect("encode");
+
+    let pills: Vec<(&str, Option<Vec<u8>>, &str)> = vec![
+        ("empty", None, "opal.Undecodable"),
+        (
+            "magic",
+            Some([&[7u8][..], &valid[1..]].concat()),
+            "opal.Undecodable",
+        ),
+        (
+            "unknown-id",
+            Some([&[0u8, 0x7f, 0xff, 0xff, 0xf0][..], &valid[5..]].concat()),
+            "opal.Undecodable",
+        ),
+        (
+            "truncated",
+            Some(valid[..valid.len() / 2].to_vec()),
+            "opal.Undecodable",
+        ),
+        (
+            "foreign",
+            Some([&[0u8][..], &foreign_id.to_be_bytes()[..], &[8u8][..]].concat()),
+            "opal.Undecodable",
+        ),
+        ("invalid", Some(invalid.clone()), "opal.Invalid"),
+    ];
+    for (key, value, _) in &pills {
+        produce_raw(&env, key, value.as_deref()).await;
+    }
+    good.extend(publish_knowledge(&env, 5, "policy").await);
+    let rejected = publish_knowledge(&env, 1, "reject").await;
+
+    let (cancel, task, _) = start(&env, None).await;
+    let mut redis = redis().await;
+    let total_key = format!("{}:total", env.count_prefix);
+    wait_until(TIMEOUT, "10 good events processed", || {
+        let mut r = redis.clone();
+        let key = total_key.clone();
+        async move { get_count(&mut r, &key).await >= 10 }
+    })
+    .await;
+    let dead = read_all(&env.kafka(), &env.dlq(), 7).await;
+    cancel.cancel();
+    task.await.expect("runtime stopped");
+
+    assert_eq!(
+        counts(&mut redis, &env.count_prefix, &good).await,
+        vec![1; 10],
+        "good events processed once"
+    );
+    assert_eq!(get_count(&mut redis, &total_key).await, 10);
+    assert_eq!(dead.len(), 7, "six pills and the handler's rejection");
+    for (key, value, class) in &pills {
+        let record = dead
+            .iter()
+            .find(|m| rdkafka::Message::key(*m) == Some(key.as_bytes()))
+            .unwrap_or_else(|| panic!("{key} not in the DLQ"));
+        assert_eq!(
+            message_bytes(record),
+            (Some(key.as_bytes().to_vec()), value.clone()),
+            "{key}: bytes unchanged"
+        );
+        assert_eq!(
+            header(record, headers::EXCEPTION_FQCN).as_deref(),
+            Some(*class),
+            "{key}"
+        );
+        assert_eq!(
+            header(record, headers::ORIGINAL_TOPIC).as_deref(),
+            Some(topic.as_str())
+        );
+        assert_eq!(
+            header(record, headers::ORIGINAL_CONSUMER_GROUP).as_deref(),
+            Some(env.group.as_str())
+        );
+        for h in [
+            headers::ORIGINAL_PARTITION,
+            headers::ORIGINAL_OFFSET,
+            headers::ORIGINAL_TIMESTAMP,
+            headers::EXCEPTION_MESSAGE,
+            headers::FAILED_AT,
+        ] {
+            assert!(
+                header(record, h).is_some_and(|v| !v.is_empty()),
+                "{key}: header {h}"
+            );
+        }
+        assert_eq!(header(record, headers::ATTEMPTS).as_deref(), Some("1"));
+    }
+    let by_handler = dead
+        .iter()
+        .find(|m| header(m, "opal-event-id").as_deref() == Some(rejected[0].as_str()))
+        .expect("rejection");
+    assert_eq!(
+        header(by_handler, headers::EXCEPTION_FQCN).as_deref(),
+        Some("opal.Invalid")
+    );
+}
+
+#[tokio::test]
+async fn transient_errors_are_retried_and_persistent_ones_dead_lettered_after_n_attempts() {
+    let env = Env::new().await;
+    let recovering = publish_knowledge(&env, 3, "fail-transient-2").await;
+    let failing = publish_knowledge(&env, 1, "fail-always").await;
+    let after = publish_knowledge(&env, 2, "policy").await;
+    let (cancel, task, _) = start(&env, None).await;
+    let mut redis = redis().await;
+    let total_key = format!("{}:total", env.count_prefix);
+    wait_until(TIMEOUT, "5 events processed", || {
+        let mut r = redis.clone();
+        let key = total_key.clone();
+        async move { get_count(&mut r, &key).await >= 5 }
+    })
+    .await;
+    let dead = read_all(&env.kafka(), &env.dlq(), 1).await;
+    cancel.cancel();
+    task.await.expect("stopped");
+    assert_eq!(
+        counts(&mut redis, &env.count_prefix, &recovering).await,
+        vec![1, 1, 1],
+        "processed after retries"
+    );
+    assert_eq!(
+        counts(&mut redis, &env.count_prefix, &after).await,
+        vec![1, 1],
+        "order kept after the failure"
+    );
+    assert_eq!(
+        counts(&mut redis, &env.count_prefix, &failing).await,
+        vec![0]
+    );
+    assert_eq!(dead.len(), 1);
+    assert_eq!(
+        header(&dead[0], "opal-event-id").as_deref(),
+        Some(failing[0].as_str())
+    );
+    assert_eq!(
+        header(&dead[0], headers::EXCEPTION_FQCN).as_deref(),
+        Some("opal.TransientExhausted")
+    );
+    assert_eq!(
+        header(&dead[0], headers::ATTEMPTS).as_deref(),
+        Some("3"),
+        "retry_attempts = 3"
+    );
+}
+
+/// A private redis-server on its own port and directory, so stopping it harms nobody.
+struct PrivateRedis {
+    child: Child,
+    port: u16,
+    dir: std::path::PathBuf,
+}
+
+impl PrivateRedis {
+    fn start(port: u16, dir: &std::path::Path) -> PrivateRedis {
+        std::fs::create_dir_all(dir).expect("dir");
+        let child = Command::new("redis-server")
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "always",
+            ])
+            .arg("--dir")
+            .arg(dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server (Debian's redis-server package)");
+        PrivateRedis {
+            child,
+            port,
+            dir: dir.to_owned(),
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    fn stop(mut self) -> (u16, std::path::PathBuf) {
+        signal(&self.child, "TERM");
+        let _ = self.child.wait();
+        (self.port, self.dir.clone())
+    }
+}
+
+impl Drop for PrivateRedis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test]
+async fn redis_down_for_ten_seconds_pauses_without_dead_letters_or_losses() {
+    let env = Env::new().await;
+    let dir = std::env::temp_dir().join(opal_e2e::unique("opal-redis"));
+    let redis_server = PrivateRedis::start(free_port(), &dir);
+    let url = redis_server.url();
+    wait_until(TIMEOUT, "private redis", || {
+        let url = url.clone();
+        async move {
+            redis::Client::open(url.as_str())
+                .expect("url")
+                .get_multiplexed_async_connection()
+                .await
+                .is_ok()
+        }
+    })
+    .await;
+    let mut ids = publish_knowledge(&env, 200, "policy").await;
+    let (cancel, task, health) = start(&env, Some(&url)).await;
+    let total_key = format!("{}:total", env.count_prefix);
+    wait_until(TIMEOUT, "first 200", || {
+        let url = url.clone();
+        let key = total_key.clone();
+        async move { get_count(&mut redis_at(&url).await, &key).await >= 200 }
+    })
+    .await;
+
+    let (port, dir) = redis_server.stop();
+    ids.extend(publish_knowledge(&env, 200, "policy").await);
+    let health_probe = health.clone();
+    wait_until(
+        Duration::from_secs(15),
+        "readiness false while Redis is down",
+        || {
+            let h = health_probe.clone();
+            async move { !h.ready() }
+        },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    assert!(!health.ready(), "still not ready after 10 s without Redis");
+    let _redis_again = PrivateRedis::start(port, &dir);
+
+    wait_until(
+        Duration::from_secs(60),
+        "all 400 after Redis returns",
+        || {
+            let url = url.clone();
+            let key = total_key.clone();
+            async move {
+                redis::Client::open(url.as_str())
+                    .expect("u")
+                    .get_multiplexed_async_connection()
+                    .await
+                    .is_ok()
+                    && get_count(&mut redis_at(&url).await, &key).await >= 400
+            }
+        },
+    )
+    .await;
+    wait_until(Duration::from_secs(15), "ready again", || {
+        let h = health.clone();
+        async move { h.ready() }
+    })
+    .await;
+    cancel.cancel();
+    task.await.expect("stopped");
+    let mut connection = redis_at(&url).await;
+    assert_eq!(
+        counts(&mut connection, &env.count_prefix, &ids).await,
+        vec![1; 400],
+        "each exactly once"
+    );
+    assert_eq!(get_count(&mut connection, &total_key).await, 400);
+    let dlq = dlq_records(&env).await;
+    assert_eq!(dlq, 0, "nothing dead-lettered for a dependency outage");
+}
+
+async fn dlq_records(env: &Env) -> i64 {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let consumer: BaseConsumer = env.kafka().client_config().expect("c").create().expect("c");
+    let dlq = env.dlq();
+    let (_, high) = consumer
+        .fetch_watermarks(&dlq, 0, TIMEOUT)
+        .expect("watermarks");
+    high
+}
