@@ -7,6 +7,17 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
 STACK=scripts/dev-stack.sh
 
+# Tests get their own broker and registry, on their own ports, with fresh state
+# every run: they never touch the demo's data, and Tansu's fetch cost (which
+# grows with its SQLite database) stays the same from run to run. Redis is shared
+# (tests use random key prefixes).
+export OPAL_STACK_DIR=${OPAL_TEST_STACK_DIR:-$ROOT/.stack/test}
+export OPAL_KAFKA_PORT=${OPAL_TEST_KAFKA_PORT:-19092}
+export OPAL_REGISTRY_PORT=${OPAL_TEST_REGISTRY_PORT:-18081}
+if [ -z "$($STACK started)" ]; then
+    rm -rf "$OPAL_STACK_DIR/kafka" "$OPAL_STACK_DIR/registry"
+fi
+
 already_running=$($STACK started)
 stop_what_we_started() {
     local ours=()

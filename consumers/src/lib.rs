@@ -13,6 +13,7 @@ pub mod classify;
 pub mod config;
 pub mod counting;
 pub mod dlq;
+pub mod dlq_tool;
 pub mod handler;
 pub mod health;
 pub mod idempotency;

@@ -263,6 +263,7 @@ impl<H: Handler> Runtime<H> {
         info!(group = %self.group, topics = ?self.topics, "consuming");
         let checker = tokio::spawn(health_checks(
             self.args.clone(),
+            self.topics.first().cloned().unwrap_or_default(),
             self.codec.clone(),
             self.state.clone(),
             self.health.clone(),
@@ -308,6 +309,7 @@ impl<H: Handler> Runtime<H> {
         let _ = self.publisher.flush(Duration::from_secs(5));
         self.dlq.flush(Duration::from_secs(5));
         checker.abort();
+        info!("offsets committed, producers flushed; closing the consumer");
         Ok(())
     }
 
@@ -773,15 +775,24 @@ fn dependency_of(error: &ProcessingError) -> &'static str {
 }
 
 /// Every two seconds: is each dependency answering? Feeds readiness and
-/// `opal_dependency_up`, independently of traffic.
+/// `opal_dependency_up`, independently of traffic. Kafka is asked for one
+/// topic's metadata through one long-lived client: a full metadata request
+/// every few seconds is a real load on a broker with many topics.
 async fn health_checks(
     args: RuntimeArgs,
+    probe_topic: String,
     codec: Arc<Codec>,
     state: StateReader,
     health: Arc<Health>,
     metrics: ConsumerMetrics,
     cancel: CancellationToken,
 ) {
+    let probe: Option<Arc<BaseConsumer>> = args
+        .kafka
+        .client_config()
+        .ok()
+        .and_then(|c| c.create().ok())
+        .map(Arc::new);
     let mut tick = tokio::time::interval(Duration::from_secs(2));
     loop {
         tokio::select! {
@@ -797,11 +808,19 @@ async fn health_checks(
         .map(|r| r.is_ok())
         .unwrap_or(false);
         let registry_ok = codec.registry().ping().await.is_ok();
-        let kafka_ok = args
-            .kafka
-            .fetch_metadata(Duration::from_secs(2))
-            .await
-            .is_ok();
+        let kafka_ok = match &probe {
+            Some(probe) => {
+                let (probe, topic) = (probe.clone(), probe_topic.clone());
+                tokio::task::spawn_blocking(move || {
+                    probe
+                        .fetch_metadata(Some(&topic), Duration::from_secs(2))
+                        .is_ok()
+                })
+                .await
+                .unwrap_or(false)
+            }
+            None => false,
+        };
         for (name, ok, flag) in [
             ("redis", redis_ok, &health.redis_up),
             ("registry", registry_ok, &health.registry_up),

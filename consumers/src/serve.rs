@@ -45,5 +45,6 @@ pub async fn run_consumer<H: Handler>(
     let result = runtime.run().await;
     cancel.cancel();
     let _ = http.await;
+    tracing::info!("stopped");
     result
 }

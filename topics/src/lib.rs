@@ -3,6 +3,7 @@
 
 pub mod catalog;
 pub mod connection;
+pub mod offsets;
 pub mod provision;
 pub mod telemetry;
 

@@ -96,29 +96,44 @@ impl Env {
         self.args.kafka.clone()
     }
 
-    /// Starts `opal-counting-consumer` for this environment.
-    pub fn spawn_counting(&self, http_port: u16) -> Child {
-        Command::new(env!("CARGO_BIN_EXE_opal-counting-consumer"))
-            .args([
-                "--inputs",
-                "knowledge.upserted",
-                "--count-prefix",
-                &self.count_prefix,
-            ])
-            .env("KAFKA_BROKERS", brokers())
-            .env("SCHEMA_REGISTRY_URL", registry_url())
-            .env("REDIS_URL", &self.args.redis_url)
-            .env("OPAL_TOPIC_PREFIX", &self.prefix)
-            .env("OPAL_CONSUMER_GROUP", &self.group)
-            .env("OPAL_HTTP_LISTEN", format!("127.0.0.1:{http_port}"))
-            .env("OPAL_LEASE_MS", "2000")
-            .env("OPAL_RETRY_BASE_MS", "10")
-            .env("RUST_LOG", "warn")
-            .env("RUST_BACKTRACE", "0")
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn opal-counting-consumer")
+    /// Starts `opal-counting-consumer` for this environment (killed when dropped).
+    pub fn spawn_counting(&self, http_port: u16) -> Process {
+        Process(
+            Command::new(env!("CARGO_BIN_EXE_opal-counting-consumer"))
+                .args([
+                    "--inputs",
+                    "knowledge.upserted",
+                    "--count-prefix",
+                    &self.count_prefix,
+                ])
+                .env("KAFKA_BROKERS", brokers())
+                .env("SCHEMA_REGISTRY_URL", registry_url())
+                .env("REDIS_URL", &self.args.redis_url)
+                .env("OPAL_TOPIC_PREFIX", &self.prefix)
+                .env("OPAL_CONSUMER_GROUP", &self.group)
+                .env("OPAL_HTTP_LISTEN", format!("127.0.0.1:{http_port}"))
+                .env("OPAL_LEASE_MS", "2000")
+                .env("OPAL_RETRY_BASE_MS", "10")
+                .env(
+                    "RUST_LOG",
+                    std::env::var("OPAL_TEST_CONSUMER_LOG").unwrap_or_else(|_| "warn".into()),
+                )
+                .env("RUST_BACKTRACE", "0")
+                .stdout(Stdio::null())
+                .stderr(Stdio::inherit())
+                .spawn()
+                .expect("spawn opal-counting-consumer"),
+        )
+    }
+}
+
+/// A child process that cannot outlive a failed test.
+pub struct Process(pub Child);
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
     }
 }
 
@@ -255,10 +270,15 @@ pub async fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
     Some((status, response.text().await.ok()?))
 }
 
-/// The value of a metric line starting with `prefix` in Prometheus text.
-pub fn metric(text: &str, prefix: &str) -> f64 {
+/// The sum of metric `name`'s samples carrying every label in `labels`, from Prometheus text.
+pub fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
     text.lines()
-        .filter(|l| l.starts_with(prefix))
+        .filter(|l| l.starts_with(&format!("{name}{{")) || l.starts_with(&format!("{name} ")))
+        .filter(|l| {
+            labels
+                .iter()
+                .all(|(k, v)| l.contains(&format!("{k}=\"{v}\"")))
+        })
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum()
 }

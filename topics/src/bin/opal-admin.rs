@@ -92,6 +92,25 @@ enum Command {
         #[arg(long, value_enum, default_value = "text")]
         output: Output,
     },
+    /// Move a consumer group's offsets on a topic (replay from a point in time).
+    /// Refuses while the group has active members.
+    ResetOffsets {
+        #[arg(long)]
+        group: String,
+        /// Full topic name (prefix included).
+        #[arg(long)]
+        topic: String,
+        /// First record at or after this time (RFC 3339, e.g. 2026-11-24T10:00:00Z).
+        #[arg(long, group = "to", value_parser = parse_rfc3339)]
+        to_datetime: Option<i64>,
+        #[arg(long, group = "to")]
+        to_earliest: bool,
+        #[arg(long, group = "to")]
+        to_latest: bool,
+        /// Print the new offsets without committing them.
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// Topics with partitions and configs, subjects with versions and ids.
     Describe {
         /// Only topics whose name starts with this.
@@ -100,6 +119,14 @@ enum Command {
         #[arg(long, value_enum, default_value = "text")]
         output: Output,
     },
+}
+
+fn parse_rfc3339(raw: &str) -> Result<i64, String> {
+    humantime::parse_rfc3339_weak(raw)
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map(|d| d.as_millis() as i64)
+        .ok_or_else(|| format!("'{raw}' is not an RFC 3339 time like 2026-11-24T10:00:00Z"))
 }
 
 fn parse_env(raw: &str) -> Result<Environment, String> {
@@ -175,6 +202,46 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             if !drift.is_empty() {
                 return Ok(ExitCode::from(1));
             }
+        }
+        Command::ResetOffsets {
+            group,
+            topic,
+            to_datetime,
+            to_earliest,
+            to_latest,
+            dry_run,
+        } => {
+            use opal_topics::offsets::{ResetTo, reset_offsets};
+            let to = match (to_datetime, to_earliest, to_latest) {
+                (Some(ms), _, _) => ResetTo::Datetime(ms),
+                (None, true, _) => ResetTo::Earliest,
+                (None, false, true) => ResetTo::Latest,
+                _ => anyhow::bail!("say where to: --to-datetime, --to-earliest or --to-latest"),
+            };
+            let kafka = cli.kafka.clone();
+            let timeout = cli.timeout;
+            let plan = tokio::task::spawn_blocking(move || {
+                reset_offsets(&kafka, &group, &topic, to, dry_run, timeout)
+            })
+            .await??;
+            for p in &plan {
+                let current = p
+                    .current
+                    .map(|c| c.to_string())
+                    .unwrap_or_else(|| "-".into());
+                println!(
+                    "partition {:>3}: {current:>10} -> {}",
+                    p.partition, p.target
+                );
+            }
+            println!(
+                "{}",
+                if dry_run {
+                    "dry run: nothing committed"
+                } else {
+                    "committed"
+                }
+            );
         }
         Command::Describe {
             topic_prefix,

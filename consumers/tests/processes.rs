@@ -1,0 +1,155 @@
+//! The consumer as a process: SIGTERM drains and commits; kill -9 at random
+//! moments and a rebalance between two instances leave every event applied
+//! exactly once.
+
+mod common;
+
+use std::process::Child;
+use std::time::Duration;
+
+use common::*;
+use rand::Rng;
+
+/// These tests each push thousands of events through one SQLite-backed broker;
+/// run together they starve its group coordinator, so they take turns.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn turn() -> std::sync::MutexGuard<'static, ()> {
+    ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn wait_exit(child: &mut Child, within: Duration) -> Option<i32> {
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            return status.code();
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("consumer did not exit within {within:?}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+async fn total(env: &Env) -> i64 {
+    get_count(&mut redis().await, &format!("{}:total", env.count_prefix)).await
+}
+
+async fn wait_total(env: &Env, at_least: i64, within: Duration) {
+    let key = format!("{}:total", env.count_prefix);
+    wait_until(within, &format!("{at_least} events counted"), || {
+        let key = key.clone();
+        async move { get_count(&mut redis().await, &key).await >= at_least }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn sigterm_mid_run_exits_zero_with_offsets_committed() {
+    let _turn = turn();
+    let env = Env::new().await;
+    let ids = publish_knowledge(&env, 2000, "policy").await;
+    let port = free_port();
+    let mut first = env.spawn_counting(port);
+    wait_total(&env, 200, TIMEOUT).await;
+    signal(&first.0, "TERM");
+    assert_eq!(
+        wait_exit(&mut first.0, Duration::from_secs(20)),
+        Some(0),
+        "graceful exit code"
+    );
+    let done_before = total(&env).await;
+    assert!(
+        done_before < 2000,
+        "stopped mid-run ({done_before} of 2000), or the test proves nothing"
+    );
+
+    let port = free_port();
+    let mut second = env.spawn_counting(port);
+    wait_total(&env, 2000, Duration::from_secs(90)).await;
+    let metrics = http_get(port, "/metrics").await.expect("metrics").1;
+    signal(&second.0, "TERM");
+    assert_eq!(wait_exit(&mut second.0, Duration::from_secs(20)), Some(0));
+
+    let mut connection = redis().await;
+    assert_eq!(
+        counts(&mut connection, &env.count_prefix, &ids).await,
+        vec![1; 2000],
+        "nothing lost or repeated"
+    );
+    let topic = env.topic(opal_schemas::EventType::KnowledgeUpserted);
+    let labels = |outcome| {
+        [
+            ("consumer", "counting"),
+            ("topic", topic.as_str()),
+            ("outcome", outcome),
+        ]
+    };
+    let duplicates = metric(&metrics, "opal_events_consumed_total", &labels("duplicate"));
+    let processed = metric(&metrics, "opal_events_consumed_total", &labels("processed"));
+    assert_eq!(
+        processed as i64,
+        2000 - done_before,
+        "the restart processed exactly the rest"
+    );
+    assert_eq!(
+        duplicates, 0.0,
+        "offsets were committed at shutdown: the restart re-read nothing"
+    );
+}
+
+#[tokio::test]
+async fn kill_9_at_random_moments_leaves_every_effect_applied_exactly_once() {
+    let _turn = turn();
+    let env = Env::new().await;
+    let ids = publish_knowledge(&env, 20_000, "policy").await;
+    let mut rng = rand::rng();
+    let mut child = env.spawn_counting(free_port());
+    let mut kills = 0;
+    while kills < 5 {
+        tokio::time::sleep(Duration::from_millis(rng.random_range(700..2500))).await;
+        let done = total(&env).await;
+        if done >= 20_000 {
+            break;
+        }
+        child.0.kill().expect("kill -9");
+        let _ = child.0.wait();
+        kills += 1;
+        child = env.spawn_counting(free_port());
+    }
+    wait_total(&env, 20_000, Duration::from_secs(180)).await;
+    signal(&child.0, "TERM");
+    let _ = wait_exit(&mut child.0, Duration::from_secs(20));
+    assert!(kills >= 3, "only {kills} kills landed mid-run");
+    let applied = counts(&mut redis().await, &env.count_prefix, &ids).await;
+    let missing = applied.iter().filter(|c| **c == 0).count();
+    let repeated = applied.iter().filter(|c| **c > 1).count();
+    assert_eq!(
+        (missing, repeated),
+        (0, 0),
+        "after {kills} kill -9s: every event exactly once"
+    );
+    assert_eq!(total(&env).await, 20_000);
+}
+
+#[tokio::test]
+async fn two_instances_with_a_rebalance_mid_run_apply_each_event_once() {
+    let _turn = turn();
+    let env = Env::new().await;
+    let ids = publish_knowledge(&env, 5_000, "policy").await;
+    let mut a = env.spawn_counting(free_port());
+    wait_total(&env, 500, TIMEOUT).await;
+    let mut b = env.spawn_counting(free_port());
+    wait_total(&env, 5_000, Duration::from_secs(120)).await;
+    for child in [&mut a, &mut b] {
+        signal(&child.0, "TERM");
+        assert_eq!(wait_exit(&mut child.0, Duration::from_secs(30)), Some(0));
+    }
+    let applied = counts(&mut redis().await, &env.count_prefix, &ids).await;
+    assert_eq!(
+        applied.iter().filter(|c| **c != 1).count(),
+        0,
+        "each of 5 000 applied exactly once"
+    );
+}
