@@ -9,6 +9,7 @@
 //! - [`health`], [`metrics`]: `/health/*` and `/metrics`.
 //! - [`serve`]: running a consumer binary (HTTP, signals, shutdown).
 
+pub mod apps;
 pub mod classify;
 pub mod config;
 pub mod counting;

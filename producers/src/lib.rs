@@ -7,6 +7,7 @@ pub mod input;
 pub mod metrics;
 pub mod perf;
 pub mod publisher;
+pub mod simulate;
 pub mod suite;
 
 pub use config::PublisherConfig;

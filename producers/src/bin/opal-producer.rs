@@ -83,6 +83,29 @@ enum Command {
     },
     /// Broker metadata and registry reachability, one line each.
     Health,
+    /// Publish realistic traffic: workflows, agents, decisions, preferences, feedback.
+    Simulate {
+        #[arg(long, default_value_t = 60)]
+        workflows: usize,
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+        #[arg(long, value_enum, default_value = "all")]
+        phase: opal_producers::simulate::Phase,
+        /// Event time of the first workflow (ms since the epoch); defaults to
+        /// now minus the scenario's span, so the scenario ends about now.
+        #[arg(long)]
+        start_ms: Option<i64>,
+        /// Event-time gap between workflow starts, in milliseconds.
+        #[arg(long, default_value_t = 30_000)]
+        spacing_ms: i64,
+    },
+    /// Print the events of a topic as JSON lines (decoded through the registry).
+    Read {
+        event_type: EventType,
+        /// Stop after this many.
+        #[arg(long, default_value_t = 100)]
+        max: usize,
+    },
 }
 
 #[tokio::main]
@@ -236,6 +259,74 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             if rows.iter().any(|r| !r.passed) {
                 return Ok(ExitCode::FAILURE);
+            }
+        }
+        Command::Simulate {
+            workflows,
+            seed,
+            phase,
+            start_ms,
+            spacing_ms,
+        } => {
+            use opal_producers::simulate::{Scenario, generate};
+            let span = workflows as i64 * spacing_ms;
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)?
+                .as_millis() as i64;
+            let scenario = Scenario {
+                workflows,
+                seed,
+                start_ms: start_ms.unwrap_or(now - span),
+                spacing_ms,
+            };
+            let events = generate(&scenario, phase);
+            let publisher = publisher(&cli.publisher)?;
+            let mut counts = std::collections::BTreeMap::new();
+            for chunk in events.chunks(1000) {
+                for (event, result) in chunk
+                    .iter()
+                    .zip(publisher.publish_batch(chunk.to_vec()).await)
+                {
+                    result.with_context(|| format!("publishing {}", event.event_type()))?;
+                    *counts.entry(event.event_type().name()).or_insert(0) += 1;
+                }
+            }
+            publisher.flush(Duration::from_secs(10))?;
+            let total: usize = counts.values().sum();
+            println!("simulated {workflows} workflows (seed {seed}, {phase:?}): {total} events");
+            for (name, n) in counts {
+                println!("  {name:<26} {n}");
+            }
+        }
+        Command::Read { event_type, max } => {
+            let publisher = publisher(&cli.publisher)?;
+            let topic = publisher.topic(event_type);
+            let mut config = cli.publisher.kafka.client_config()?;
+            config
+                .set(
+                    "group.id",
+                    format!("opal-producer-read-{}", uuid::Uuid::new_v4().simple()),
+                )
+                .set("auto.offset.reset", "earliest")
+                .set("enable.auto.commit", "false");
+            let consumer: rdkafka::consumer::StreamConsumer = config.create()?;
+            rdkafka::consumer::Consumer::subscribe(&consumer, &[&topic])?;
+            let mut seen = 0;
+            while seen < max {
+                let Ok(message) =
+                    tokio::time::timeout(Duration::from_secs(5), consumer.recv()).await
+                else {
+                    break;
+                };
+                let message = message?;
+                let Some(payload) = rdkafka::Message::payload(&message) else {
+                    continue;
+                };
+                match publisher.codec().decode(payload).await {
+                    Ok(d) => println!("{}", d.event.to_json()),
+                    Err(e) => eprintln!("offset {}: {e}", rdkafka::Message::offset(&message)),
+                }
+                seen += 1;
             }
         }
         Command::Health => {
