@@ -1,48 +1,143 @@
 #!/usr/bin/env bash
-# The pipeline scenario on the embedded local stack.
+# The whole pipeline on the embedded local stack:
+#   stack up → kafka-init → the four consumers → simulated traffic (decisions first,
+#   then feedback) → wait until every group has caught up → a report → consumers stop.
 #
-# Today it runs what exists: the stack comes up, kafka-init provisions topics and
-# schemas, and the drift check is clean. The producer test suite runs and an event is
-# published from JSON. The four consumers join as their issue lands.
-#   --down   stop the stack afterwards
+#   scripts/demo.sh [--workflows N] [--seed S] [--down]
+#
+# Each run uses its own topic prefix (demo-<time>.), so runs never mix state.
+# The stack stays up afterwards unless --down.
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
 STACK=scripts/dev-stack.sh
 down=0
-for arg in "$@"; do
-    case $arg in
-        --down) down=1 ;;
-        *) echo "demo.sh: unknown argument '$arg' (expected --down)" >&2; exit 2 ;;
+workflows=90
+seed=$(date +%s)  # fresh event ids: idempotency keys are per consumer group, not per prefix
+while [ $# -gt 0 ]; do
+    case $1 in
+        --down) down=1; shift ;;
+        --workflows) workflows=${2:?}; shift 2 ;;
+        --seed) seed=${2:?}; shift 2 ;;
+        *) echo "demo.sh: unknown argument '$1' (expected --workflows N, --seed S, --down)" >&2; exit 2 ;;
     esac
 done
 
 step() { printf '\n== %s\n' "$*"; }
+fail() { echo "demo.sh: $*" >&2; exit 1; }
 
 step "local stack"
 $STACK up
 eval "$($STACK env)"
+export OPAL_TOPIC_PREFIX="demo-$(date +%Y%m%d%H%M%S)."
+export RUST_LOG=${RUST_LOG:-warn}
+BIN=target/debug
+LOGS=${OPAL_STACK_DIR:-$ROOT/.stack}/logs
 
-step "broker metadata"
-target/debug/opal-admin ping
-
-step "kafka-init: topics, DLQs and schemas (twice: the second run changes nothing)"
+step "kafka-init (prefix $OPAL_TOPIC_PREFIX)"
 scripts/kafka-init.sh --env development
-scripts/kafka-init.sh --env development
-
-step "drift check"
 scripts/kafka-init.sh --env development --check
 
-step "the producer test suite"
-target/debug/opal-producer test
+step "starting the four consumers"
+pids=()
+stop_consumers() {
+    for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+    for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+}
+trap stop_consumers EXIT
+declare -A ports=([diagnostics]=9101 [recommendations]=9102 [feedback]=9103 [forecast]=9104)
+for name in diagnostics recommendations feedback forecast; do
+    extra=()
+    # Partitions are consumed concurrently, so event time arrives a little out of
+    # order across them: allow 15 minutes of lateness on 5-minute buckets.
+    [ "$name" = forecast ] && extra=(--bucket-secs 300 --lateness-secs 900)
+    $BIN/$name-consumer --http-listen "127.0.0.1:${ports[$name]}" "${extra[@]}" >"$LOGS/demo-$name.log" 2>&1 &
+    pids+=($!)
+    echo "$name-consumer pid $! on :${ports[$name]} (log $LOGS/demo-$name.log)"
+done
+for name in "${!ports[@]}"; do
+    for _ in $(seq 1 60); do curl -sf "127.0.0.1:${ports[$name]}/health/live" >/dev/null && break; sleep 0.5; done
+    curl -sf "127.0.0.1:${ports[$name]}/health/live" >/dev/null || fail "$name-consumer did not start; see $LOGS/demo-$name.log"
+done
 
-step "publishing from JSON"
-target/debug/opal-producer example feedback.submitted | target/debug/opal-producer publish feedback.submitted
+show_recommendations() {
+    curl -sf "127.0.0.1:9102/recommendations/$1" | python3 -c '
+import json, sys
+m = json.load(sys.stdin)
+p = m["preferences"]
+print("client", m["client_name"], " decision", m["decision_id"], " preferred", p["preferred_categories"], " excluded", p["excluded_categories"])
+for r in m["recommendations"]:
+    print("  %.3f  %-8s %s" % (r["score"], r["category"], r["text"]))
+'
+}
 
-step "what the cluster and registry hold"
-target/debug/opal-admin describe --topic-prefix opal  # tests leave prefixed topics beside these
+# Events each consumer has settled so far (processed, duplicates, dead letters).
+consumed() {
+    curl -sf "127.0.0.1:$1/metrics" | awk '/^opal_events_consumed_total/ && !/outcome="retried"/ {n += $NF} END {print n + 0}'
+}
 
+# Waits until the consumers have moved past where they were and then stayed
+# still, ready and with zero lag, for three seconds.
+wait_caught_up() {
+    declare -A before
+    for name in "${!ports[@]}"; do before[$name]=$(consumed "${ports[$name]}"); done
+    local calm=0 last=""
+    for _ in $(seq 1 240); do
+        sleep 1
+        local now="" moved=0 ready=1
+        for name in "${!ports[@]}"; do
+            local n
+            n=$(consumed "${ports[$name]}")
+            now="$now $n"
+            [ "$n" -gt "${before[$name]}" ] && moved=1
+            curl -sf "127.0.0.1:${ports[$name]}/health/ready" | grep -q '"lag":0' || ready=0
+        done
+        if [ $moved -eq 1 ] && [ $ready -eq 1 ] && [ "$now" = "$last" ]; then calm=$((calm + 1)); else calm=0; fi
+        last=$now
+        [ $calm -ge 3 ] && { echo "caught up"; return 0; }
+    done
+    fail "consumers did not catch up within 4 minutes"
+}
+
+step "simulating $workflows workflows (seed $seed): workflows, agents, decisions, preferences"
+$BIN/opal-producer simulate --workflows "$workflows" --seed "$seed" --phase decisions
+wait_caught_up
+
+step "acme's recommendations before feedback"
+show_recommendations acme
+
+step "simulating the feedback (acme rejects every pricing recommendation)"
+$BIN/opal-producer simulate --workflows "$workflows" --seed "$seed" --phase feedback
+wait_caught_up
+
+step "acme's recommendations after the feedback loop"
+show_recommendations acme
+curl -sf 127.0.0.1:9102/recommendations/acme | grep -q '"excluded_categories":\["pricing"\]' \
+    || fail "the feedback loop did not exclude pricing for acme"
+
+step "diagnostics summary"
+curl -sf 127.0.0.1:9101/summary | python3 -m json.tool --indent 1
+
+step "degraded alerts"
+$BIN/opal-producer read decision.degraded --max 10
+
+step "forecasts"
+for series in demand:acme demand:globex latency:slow-agent; do
+    curl -s "127.0.0.1:9104/forecasts/$series" | python3 -c "import json,sys; f=json.load(sys.stdin); print(f\"{f['series']:<20} next {f['points'][0]['value']:8.1f} [{f['points'][0]['lower']:.1f}, {f['points'][0]['upper']:.1f}]  MAE {f['mae']}\")" \
+        2>/dev/null || echo "$series: no forecast yet"
+done
+
+step "dead letters"
+for group in opal-diagnostics opal-recommendations opal-feedback opal-forecasts; do
+    $BIN/opal-dlq list --group "$group" | head -3
+done
+
+step "stopping the consumers"
+stop_consumers
+trap - EXIT
 if [ $down -eq 1 ]; then
     step "stopping the stack"
     $STACK down
 fi
+echo
+echo "demo complete"

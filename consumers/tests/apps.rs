@@ -93,7 +93,7 @@ async fn the_loop_closes_and_every_consumer_serves_its_view() {
             &[
                 ("OPAL_CONSUMER_GROUP", &group("fc")),
                 ("OPAL_FORECAST_BUCKET_SECS", "60"),
-                ("OPAL_FORECAST_LATENESS_SECS", "10"),
+                ("OPAL_FORECAST_LATENESS_SECS", "120"),
             ],
         ),
     ];
