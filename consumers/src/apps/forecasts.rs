@@ -158,8 +158,14 @@ impl Handler for ForecastHandler {
             return Ok(Effects::none());
         };
         let ts = event.envelope().timestamp;
+        // One watermark per input stream (demand from workflow.started, latency from
+        // agent.completed): topics are consumed at their own pace, and a shared
+        // watermark would let one topic's progress make the other's events late.
+        let kind = series.split(':').next().unwrap_or("series");
+        let max_key = format!("{ns}max_event_time:{kind}");
+        let open_key = format!("{ns}open:{kind}");
         let mut redis = state.connection();
-        let max_seen: Option<i64> = redis.get(format!("{ns}max_event_time")).await?;
+        let max_seen: Option<i64> = redis.get(&max_key).await?;
         let current = max_seen
             .map(|m| watermark(m, s.lateness_ms))
             .unwrap_or(i64::MIN);
@@ -176,18 +182,14 @@ impl Handler for ForecastHandler {
                 .arg(value))
             .op(StateOp::cmd("HINCRBY").arg(&bucket_key).arg("count").arg(1))
             .op(StateOp::cmd("ZADD")
-                .arg(format!("{ns}open"))
+                .arg(&open_key)
                 .arg(start + s.bucket_ms)
                 .arg(format!("{series}|{start}")));
         let max = max_seen.unwrap_or(ts).max(ts);
-        effects.push(
-            StateOp::cmd("SET")
-                .arg(format!("{ns}max_event_time"))
-                .arg(max),
-        );
+        effects.push(StateOp::cmd("SET").arg(&max_key).arg(max));
         // Close every open bucket the new watermark has passed, oldest first.
         let closing: Vec<String> = redis
-            .zrangebyscore(format!("{ns}open"), "-inf", watermark(max, s.lateness_ms))
+            .zrangebyscore(&open_key, "-inf", watermark(max, s.lateness_ms))
             .await?;
         for member in closing {
             let Some((closed_series, closed_start)) = member.rsplit_once('|') else {
@@ -245,7 +247,7 @@ impl Handler for ForecastHandler {
                     .arg(format!("{ns}series"))
                     .arg(closed_series),
             );
-            effects.push(StateOp::cmd("ZREM").arg(format!("{ns}open")).arg(&member));
+            effects.push(StateOp::cmd("ZREM").arg(&open_key).arg(&member));
             effects.push(StateOp::cmd("DEL").arg(&key));
             effects.emit(Event::ForecastGenerated(forecast));
         }
