@@ -135,14 +135,7 @@ mod tests {
     #[test]
     fn envelope_fields_may_be_left_out() {
         let mut json = example_json(EventType::WorkflowStarted);
-        for key in [
-            "event_id",
-            "correlation_id",
-            "schema_version",
-            "timestamp",
-            "source_system",
-            "environment",
-        ] {
+        for key in opal_schemas::events::ENVELOPE_FIELDS {
             json.as_object_mut().expect("object").remove(key);
         }
         let events = parse_events(EventType::WorkflowStarted, &json.to_string()).expect("parses");

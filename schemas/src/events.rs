@@ -52,6 +52,16 @@ impl std::str::FromStr for Environment {
     }
 }
 
+/// The envelope's field names, in schema order.
+pub const ENVELOPE_FIELDS: [&str; 6] = [
+    "event_id",
+    "correlation_id",
+    "schema_version",
+    "timestamp",
+    "source_system",
+    "environment",
+];
+
 /// Fields every event carries.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Envelope {

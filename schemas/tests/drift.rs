@@ -96,14 +96,7 @@ fn every_example_round_trips_through_its_schema() {
 
 #[test]
 fn schemas_follow_the_catalog_rules() {
-    let envelope = [
-        "event_id",
-        "correlation_id",
-        "schema_version",
-        "timestamp",
-        "source_system",
-        "environment",
-    ];
+    let envelope = opal_schemas::events::ENVELOPE_FIELDS;
     for event_type in EventType::ALL {
         let schema = avsc(event_type);
         assert_eq!(schema["namespace"], "opal.events", "{event_type}");

@@ -132,14 +132,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             // Without envelope fields: `publish` fills them (fresh event id, now, ...).
             let mut json = default_example(event_type).to_json();
             if let Some(object) = json.as_object_mut() {
-                for key in [
-                    "event_id",
-                    "correlation_id",
-                    "schema_version",
-                    "timestamp",
-                    "source_system",
-                    "environment",
-                ] {
+                for key in opal_schemas::events::ENVELOPE_FIELDS {
                     object.remove(key);
                 }
             }
