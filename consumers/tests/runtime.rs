@@ -466,3 +466,74 @@ async fn dlq_replay_round_trip_with_the_replay_cap() {
         0
     );
 }
+
+#[tokio::test]
+async fn reset_offsets_replays_from_a_point_and_refuses_while_the_group_is_active() {
+    use opal_topics::offsets::{ResetError, ResetTo, reset_offsets};
+    let env = Env::new().await;
+    let first = publish_knowledge(&env, 20, "policy").await;
+    let (cancel, task, _) = start(&env, None).await;
+    let mut redis = redis().await;
+    let total_key = format!("{}:total", env.count_prefix);
+    wait_until(TIMEOUT, "20 processed", || {
+        let mut r = redis.clone();
+        let key = total_key.clone();
+        async move { get_count(&mut r, &key).await >= 20 }
+    })
+    .await;
+    let topic = env.topic(EventType::KnowledgeUpserted);
+    let (kafka, group, t) = (env.kafka(), env.group.clone(), topic.clone());
+    let active = tokio::task::spawn_blocking(move || {
+        reset_offsets(&kafka, &group, &t, ResetTo::Earliest, true, false, TIMEOUT)
+    })
+    .await
+    .expect("join");
+    // Apache Kafka says the group is active; Tansu cannot list groups, so we refuse too.
+    assert!(
+        matches!(
+            active,
+            Err(ResetError::GroupActive { .. } | ResetError::CannotTellIfActive { .. })
+        ),
+        "refused while active: {active:?}"
+    );
+    cancel.cancel();
+    task.await.expect("stopped");
+
+    let (kafka, group, t) = (env.kafka(), env.group.clone(), topic.clone());
+    let plan = tokio::task::spawn_blocking(move || {
+        // The group may take a moment to empty after the consumer leaves.
+        for _ in 0..20 {
+            match reset_offsets(&kafka, &group, &t, ResetTo::Earliest, false, true, TIMEOUT) {
+                Err(ResetError::GroupActive { .. }) => {
+                    std::thread::sleep(Duration::from_millis(500))
+                }
+                other => return other,
+            }
+        }
+        reset_offsets(&kafka, &group, &t, ResetTo::Earliest, false, true, TIMEOUT)
+    })
+    .await
+    .expect("join")
+    .expect("reset");
+    assert_eq!(
+        plan.iter().map(|p| p.target).sum::<i64>(),
+        0,
+        "back to the start: {plan:?}"
+    );
+    assert_eq!(
+        plan.iter().filter_map(|p| p.current).sum::<i64>(),
+        20,
+        "from where the group was"
+    );
+
+    // Replaying re-delivers all 20: every one is recognised as a duplicate.
+    let (cancel, task, _) = start(&env, None).await;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    cancel.cancel();
+    task.await.expect("stopped");
+    assert_eq!(
+        counts(&mut redis, &env.count_prefix, &first).await,
+        vec![1; 20],
+        "replayed, not re-applied"
+    );
+}

@@ -30,6 +30,10 @@ pub enum ResetError {
         "group {group} has {members} active member(s); stop its consumers before moving its offsets"
     )]
     GroupActive { group: String, members: usize },
+    #[error(
+        "cannot tell whether group {group} is active ({reason}); stop its consumers and rerun with --force"
+    )]
+    CannotTellIfActive { group: String, reason: String },
     #[error("topic {0} does not exist")]
     NoSuchTopic(String),
     #[error(transparent)]
@@ -39,12 +43,16 @@ pub enum ResetError {
 }
 
 /// Computes (and unless `dry_run`, commits) the group's new offsets for `topic`.
+/// Refuses while the group has members; where the broker cannot list groups
+/// (Tansu has no ListGroups), refuses unless `force` says its consumers are stopped.
+#[allow(clippy::too_many_arguments)]
 pub fn reset_offsets(
     kafka: &KafkaArgs,
     group: &str,
     topic: &str,
     to: ResetTo,
     dry_run: bool,
+    force: bool,
     timeout: Duration,
 ) -> Result<Vec<PartitionReset>, ResetError> {
     let mut config = kafka.client_config()?;
@@ -52,18 +60,28 @@ pub fn reset_offsets(
         .set("group.id", group)
         .set("enable.auto.commit", "false");
     let consumer: BaseConsumer = config.create()?;
-    let groups = consumer.fetch_group_list(Some(group), timeout)?;
-    let members = groups
-        .groups()
-        .iter()
-        .filter(|g| g.name() == group)
-        .map(|g| g.members().len())
-        .sum::<usize>();
-    if members > 0 {
-        return Err(ResetError::GroupActive {
-            group: group.to_owned(),
-            members,
-        });
+    match consumer.fetch_group_list(Some(group), timeout) {
+        Ok(groups) => {
+            let members: usize = groups
+                .groups()
+                .iter()
+                .filter(|g| g.name() == group)
+                .map(|g| g.members().len())
+                .sum();
+            if members > 0 {
+                return Err(ResetError::GroupActive {
+                    group: group.to_owned(),
+                    members,
+                });
+            }
+        }
+        Err(_) if force => {}
+        Err(e) => {
+            return Err(ResetError::CannotTellIfActive {
+                group: group.to_owned(),
+                reason: e.to_string(),
+            });
+        }
     }
     let metadata = consumer.fetch_metadata(Some(topic), timeout)?;
     let partitions: Vec<i32> = metadata
