@@ -36,13 +36,7 @@ pub fn read_to_end(
         .set("enable.auto.commit", "false")
         .set("auto.offset.reset", "earliest");
     let consumer: BaseConsumer = config.create()?;
-    let metadata = consumer.fetch_metadata(Some(topic), timeout)?;
-    let partitions: Vec<i32> = metadata
-        .topics()
-        .first()
-        .filter(|t| t.error().is_none())
-        .map(|t| t.partitions().iter().map(|p| p.id()).collect())
-        .unwrap_or_default();
+    let partitions = opal_topics::connection::topic_partitions(&consumer, topic, timeout)?;
     anyhow::ensure!(!partitions.is_empty(), "topic {topic} does not exist");
     let mut ends = BTreeMap::new();
     let mut assignment = TopicPartitionList::new();

@@ -171,6 +171,21 @@ impl KafkaArgs {
     }
 }
 
+/// The partition ids of `topic`; empty when it does not exist. Blocking.
+pub fn topic_partitions<C: rdkafka::consumer::ConsumerContext>(
+    consumer: &BaseConsumer<C>,
+    topic: &str,
+    timeout: Duration,
+) -> Result<Vec<i32>, rdkafka::error::KafkaError> {
+    let metadata = consumer.fetch_metadata(Some(topic), timeout)?;
+    Ok(metadata
+        .topics()
+        .first()
+        .filter(|t| t.error().is_none())
+        .map(|t| t.partitions().iter().map(|p| p.id()).collect())
+        .unwrap_or_default())
+}
+
 /// How to reach the Schema Registry.
 #[derive(Clone, Args)]
 pub struct RegistryArgs {

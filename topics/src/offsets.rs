@@ -83,13 +83,7 @@ pub fn reset_offsets(
             });
         }
     }
-    let metadata = consumer.fetch_metadata(Some(topic), timeout)?;
-    let partitions: Vec<i32> = metadata
-        .topics()
-        .first()
-        .filter(|t| t.error().is_none())
-        .map(|t| t.partitions().iter().map(|p| p.id()).collect())
-        .unwrap_or_default();
+    let partitions = crate::connection::topic_partitions(&consumer, topic, timeout)?;
     if partitions.is_empty() {
         return Err(ResetError::NoSuchTopic(topic.to_owned()));
     }
