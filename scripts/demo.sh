@@ -27,6 +27,11 @@ step() { printf '\n== %s\n' "$*"; }
 fail() { echo "demo.sh: $*" >&2; exit 1; }
 
 step "local stack"
+# The report is formatted with python3; install it where a minimal Debian lacks it.
+if ! command -v python3 >/dev/null; then
+    sudo=""; [ "$(id -u)" -eq 0 ] || sudo=sudo
+    $sudo apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq python3 >/dev/null
+fi
 $STACK up
 eval "$($STACK env)"
 export OPAL_TOPIC_PREFIX="demo-$(date +%Y%m%d%H%M%S)."
