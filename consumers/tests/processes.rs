@@ -52,7 +52,7 @@ async fn sigterm_mid_run_exits_zero_with_offsets_committed() {
     let ids = publish_knowledge(&env, 2000, "policy").await;
     let port = free_port();
     let mut first = env.spawn_counting(port);
-    wait_total(&env, 200, TIMEOUT).await;
+    wait_total(&env, 200, Duration::from_secs(120)).await;
     signal(&first.0, "TERM");
     assert_eq!(
         wait_exit(&mut first.0, Duration::from_secs(20)),
@@ -67,7 +67,7 @@ async fn sigterm_mid_run_exits_zero_with_offsets_committed() {
 
     let port = free_port();
     let mut second = env.spawn_counting(port);
-    wait_total(&env, 2000, Duration::from_secs(90)).await;
+    wait_total(&env, 2000, Duration::from_secs(180)).await;
     let metrics = http_get(port, "/metrics").await.expect("metrics").1;
     signal(&second.0, "TERM");
     assert_eq!(wait_exit(&mut second.0, Duration::from_secs(20)), Some(0));
@@ -162,9 +162,9 @@ async fn two_instances_with_a_rebalance_mid_run_apply_each_event_once() {
     let env = Env::new().await;
     let ids = publish_knowledge(&env, 5_000, "policy").await;
     let mut a = env.spawn_counting(free_port());
-    wait_total(&env, 500, TIMEOUT).await;
+    wait_total(&env, 500, Duration::from_secs(120)).await;
     let mut b = env.spawn_counting(free_port());
-    wait_total(&env, 5_000, Duration::from_secs(120)).await;
+    wait_total(&env, 5_000, Duration::from_secs(240)).await;
     for child in [&mut a, &mut b] {
         signal(&child.0, "TERM");
         assert_eq!(wait_exit(&mut child.0, Duration::from_secs(30)), Some(0));
