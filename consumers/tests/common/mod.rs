@@ -113,9 +113,6 @@ impl Env {
                 .env("OPAL_CONSUMER_GROUP", &self.group)
                 .env("OPAL_HTTP_LISTEN", format!("127.0.0.1:{http_port}"))
                 .env("OPAL_LEASE_MS", "2000")
-                // A killed member holds its partitions until its session expires.
-                .env("OPAL_SESSION_TIMEOUT_MS", "10000")
-                .env("OPAL_DRAIN_TIMEOUT_MS", "5000")
                 .env("OPAL_RETRY_BASE_MS", "10")
                 .env(
                     "RUST_LOG",
