@@ -316,11 +316,28 @@ impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for PathOf<
 #[derive(Default, Deserialize)]
 #[serde(default, rename_all = "camelCase")]
 struct Flags {
+    #[serde(deserialize_with = "lenient_bool")]
     deleted: bool,
+    #[serde(deserialize_with = "lenient_bool")]
     permanent: bool,
+    #[serde(deserialize_with = "lenient_bool")]
     verbose: bool,
+    #[serde(deserialize_with = "lenient_bool")]
     default_to_global: bool,
     subject: Option<String>,
+}
+
+/// Booleans as Confluent's server reads them: case-insensitive `true`/`false`
+/// (Python clients send `True`/`False`).
+fn lenient_bool<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<bool, D::Error> {
+    let raw = String::deserialize(deserializer)?;
+    match raw.to_ascii_lowercase().as_str() {
+        "true" => Ok(true),
+        "false" | "" => Ok(false),
+        _ => Err(serde::de::Error::custom(format!(
+            "'{raw}' is not true or false"
+        ))),
+    }
 }
 
 #[derive(Deserialize)]
