@@ -46,6 +46,11 @@ impl StateOp {
         self.0.extend(arg.to_redis_args());
         self
     }
+
+    /// The command and its arguments, as sent to Redis.
+    pub fn parts(&self) -> &[Vec<u8>] {
+        &self.0
+    }
 }
 
 /// What processing one event changes: Redis state (applied atomically with the
