@@ -74,6 +74,14 @@ impl Health {
     }
 }
 
+/// The answer of a read-model endpoint whose Redis state cannot be read.
+pub fn state_unavailable(e: redis::RedisError) -> (StatusCode, axum::Json<serde_json::Value>) {
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        axum::Json(json!({ "error": format!("redis: {e}") })),
+    )
+}
+
 #[derive(Clone)]
 struct Shared {
     health: Arc<Health>,

@@ -6,6 +6,7 @@ use std::time::Duration;
 use clap::Args;
 use rdkafka::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::metadata::Metadata;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectionError {
@@ -147,25 +148,30 @@ impl KafkaArgs {
         &self,
         timeout: Duration,
     ) -> Result<(usize, Vec<String>), ConnectionError> {
+        let metadata = self.cluster_metadata(timeout).await?;
+        let topics = metadata
+            .topics()
+            .iter()
+            .map(|t| t.name().to_owned())
+            .collect();
+        Ok((metadata.brokers().len(), topics))
+    }
+
+    /// Metadata of every broker and topic, fetched off the async workers.
+    pub async fn cluster_metadata(&self, timeout: Duration) -> Result<Metadata, ConnectionError> {
         let consumer: BaseConsumer = self
             .client_config()?
             .create()
             .map_err(ConnectionError::Client)?;
         let brokers = self.brokers.clone();
         tokio::task::spawn_blocking(move || {
-            let metadata = consumer.fetch_metadata(None, timeout).map_err(|source| {
-                ConnectionError::Unreachable {
+            consumer
+                .fetch_metadata(None, timeout)
+                .map_err(|source| ConnectionError::Unreachable {
                     brokers,
                     timeout,
                     source,
-                }
-            })?;
-            let topics = metadata
-                .topics()
-                .iter()
-                .map(|t| t.name().to_owned())
-                .collect();
-            Ok((metadata.brokers().len(), topics))
+                })
         })
         .await?
     }

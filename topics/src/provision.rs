@@ -13,7 +13,6 @@ use rdkafka::admin::{
     TopicReplication,
 };
 use rdkafka::client::DefaultClientContext;
-use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::types::RDKafkaErrorCode;
 use serde::Serialize;
@@ -199,44 +198,26 @@ impl Target {
         &self,
         names: Option<&[String]>,
     ) -> Result<BTreeMap<String, ObservedTopic>> {
-        let consumer: BaseConsumer = self
-            .kafka
-            .client_config()?
-            .create()
-            .map_err(ConnectionError::Client)?;
-        let (timeout, brokers) = (self.timeout, self.kafka.brokers.clone());
-        let mut topics: BTreeMap<String, ObservedTopic> = tokio::task::spawn_blocking(move || {
-            let metadata = consumer.fetch_metadata(None, timeout).map_err(|source| {
-                ConnectionError::Unreachable {
-                    brokers,
-                    timeout,
-                    source,
-                }
-            })?;
-            Ok::<_, ConnectionError>(
-                metadata
-                    .topics()
-                    .iter()
-                    .filter(|t| t.error().is_none() && !t.partitions().is_empty())
-                    .map(|t| {
-                        let observed = ObservedTopic {
-                            name: t.name().to_owned(),
-                            partitions: t.partitions().len() as i32,
-                            replication_factor: t
-                                .partitions()
-                                .iter()
-                                .map(|p| p.replicas().len() as i32)
-                                .min()
-                                .unwrap_or(0),
-                            configs: BTreeMap::new(),
-                        };
-                        (observed.name.clone(), observed)
-                    })
-                    .collect(),
-            )
-        })
-        .await
-        .map_err(ConnectionError::Join)??;
+        let metadata = self.kafka.cluster_metadata(self.timeout).await?;
+        let mut topics: BTreeMap<String, ObservedTopic> = metadata
+            .topics()
+            .iter()
+            .filter(|t| t.error().is_none() && !t.partitions().is_empty())
+            .map(|t| {
+                let observed = ObservedTopic {
+                    name: t.name().to_owned(),
+                    partitions: t.partitions().len() as i32,
+                    replication_factor: t
+                        .partitions()
+                        .iter()
+                        .map(|p| p.replicas().len() as i32)
+                        .min()
+                        .unwrap_or(0),
+                    configs: BTreeMap::new(),
+                };
+                (observed.name.clone(), observed)
+            })
+            .collect();
         if let Some(names) = names {
             topics.retain(|name, _| names.contains(name));
         }

@@ -74,10 +74,7 @@ async fn main() -> anyhow::Result<()> {
                 get(|State(app): State<App>| async move {
                     match summary(&app.state, &app.ns, &SystemClock, &app.settings).await {
                         Ok(s) => Ok(Json(s)),
-                        Err(e) => Err((
-                            axum::http::StatusCode::SERVICE_UNAVAILABLE,
-                            Json(serde_json::json!({"error": format!("redis: {e}")})),
-                        )),
+                        Err(e) => Err(opal_consumers::health::state_unavailable(e)),
                     }
                 }),
             )

@@ -65,7 +65,7 @@ async fn main() -> anyhow::Result<()> {
                     match latest(&state, &ns, &series).await {
                         Ok(Some(f)) => Ok(Json(f)),
                         Ok(None) => Err((StatusCode::NOT_FOUND, Json(serde_json::json!({"error": "no forecast yet", "series": series})))),
-                        Err(e) => Err((StatusCode::SERVICE_UNAVAILABLE, Json(serde_json::json!({"error": format!("redis: {e}")})))),
+                        Err(e) => Err(opal_consumers::health::state_unavailable(e)),
                     }
                 }),
             )

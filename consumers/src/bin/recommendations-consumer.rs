@@ -44,7 +44,7 @@ async fn main() -> anyhow::Result<()> {
                     match read_model(&state, &ns, &client).await {
                         Ok(Some(model)) => Ok(Json(serde_json::to_value(model).unwrap_or_default())),
                         Ok(None) => Err((StatusCode::NOT_FOUND, Json(serde_json::json!({"error": "unknown client", "client": client})))),
-                        Err(e) => Err((StatusCode::SERVICE_UNAVAILABLE, Json(serde_json::json!({"error": format!("redis: {e}")})))),
+                        Err(e) => Err(opal_consumers::health::state_unavailable(e)),
                     }
                 }),
             )
