@@ -696,11 +696,12 @@ impl<H: Handler> Runtime<H> {
         error: &ProcessingError,
         attempt: u32,
     ) -> Result<(), Abandoned> {
-        if attempt == 1 || attempt % 20 == 0 {
+        if attempt == 1 || attempt.is_multiple_of(20) {
             warn!(dependency, error = %error, attempt, "dependency down: consumption paused, nothing is dead-lettered");
         }
-        self.dependency_flag(dependency)
-            .map(|f| f.store(false, Ordering::Relaxed));
+        if let Some(f) = self.dependency_flag(dependency) {
+            f.store(false, Ordering::Relaxed)
+        }
         self.metrics
             .dependency_up
             .with_label_values(&[dependency])
@@ -714,13 +715,13 @@ impl<H: Handler> Runtime<H> {
     }
 
     async fn pause_for(&self, delay: Duration) -> Result<(), Abandoned> {
-        if !self.health.paused.swap(true, Ordering::Relaxed) {
-            if let Ok(assignment) = self.consumer.assignment() {
-                self.health
-                    .paused_partitions
-                    .store(assignment.count() as i64, Ordering::Relaxed);
-                let _ = self.consumer.pause(&assignment);
-            }
+        if !self.health.paused.swap(true, Ordering::Relaxed)
+            && let Ok(assignment) = self.consumer.assignment()
+        {
+            self.health
+                .paused_partitions
+                .store(assignment.count() as i64, Ordering::Relaxed);
+            let _ = self.consumer.pause(&assignment);
         }
         tokio::select! {
             _ = self.cancel.cancelled() => Err(Abandoned),
