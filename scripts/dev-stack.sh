@@ -16,6 +16,8 @@
 #   OPAL_TANSU_CACHE where the Tansu binary is built once per machine
 #                    (default: ${XDG_CACHE_HOME:-~/.cache}/opal/tansu-0.6.0, outside the clone)
 #   OPAL_STACK_TIMEOUT seconds to wait for each service (60)
+#   OPAL_KAFKA_STORAGE Tansu storage engine (sqlite://tansu.db, relative to the
+#                    broker's state dir; memory://tansu/ keeps nothing on disk)
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -30,6 +32,7 @@ KAFKA_PORT=${OPAL_KAFKA_PORT:-9092}
 REGISTRY_PORT=${OPAL_REGISTRY_PORT:-8081}
 REDIS_PORT=${OPAL_REDIS_PORT:-6379}
 WAIT_SECS=${OPAL_STACK_TIMEOUT:-60}
+KAFKA_STORAGE=${OPAL_KAFKA_STORAGE:-sqlite://tansu.db}
 TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
 BIN_DIR=$TARGET_DIR/debug
 SERVICES=(kafka registry redis)
@@ -168,7 +171,7 @@ start_kafka() {
         --cluster-id opal-local \
         --listener-url "tcp://$HOST:$KAFKA_PORT" \
         --advertised-listener-url "tcp://$HOST:$KAFKA_PORT" \
-        --storage-engine "sqlite://tansu.db"
+        --storage-engine "$KAFKA_STORAGE"
 }
 
 start_registry() {

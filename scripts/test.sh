@@ -18,6 +18,17 @@ if [ -z "$($STACK started)" ]; then
     rm -rf "$OPAL_STACK_DIR/kafka" "$OPAL_STACK_DIR/registry"
 fi
 
+# promtool checks the Prometheus config and runs the alert rules' unit tests
+# (tests/deploy.rs); it comes with Debian's prometheus package (the server is
+# not started).
+if ! command -v promtool >/dev/null; then
+    echo "test.sh: installing Debian's prometheus package for promtool" >&2
+    sudo=""
+    [ "$(id -u)" -eq 0 ] || sudo="sudo"
+    $sudo apt-get update -qq >/dev/null
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+fi
+
 already_running=$($STACK started)
 stop_what_we_started() {
     local ours=()

@@ -200,11 +200,42 @@ async fn the_loop_closes_and_every_consumer_serves_its_view() {
         !degraded.is_empty(),
         "acme's pricing acceptance fell below the threshold"
     );
-    let metrics = http_get(diag, "/metrics").await.expect("metrics").1;
+    // The gauges are refreshed from Redis every 5 s.
+    wait_until(
+        Duration::from_secs(30),
+        "opal_diagnostics_workflows_stuck >= 1",
+        || async {
+            http_get(diag, "/metrics").await.is_some_and(|(_, m)| {
+                metric(&m, "opal_diagnostics_workflows_stuck", &[]) >= 1.0
+            })
+        },
+    )
+    .await;
+
+    // Every metric the Grafana dashboard and the Prometheus alert rules in
+    // deploy/ query is one these running consumers export.
+    let mut exported = std::collections::BTreeSet::new();
+    for port in [diag, reco, feedback, forecast] {
+        let text = http_get(port, "/metrics").await.expect("metrics").1;
+        exported.extend(opal_e2e::monitoring::exported_names(&text));
+    }
+    let root = opal_e2e::repo_root();
+    let queries = opal_e2e::monitoring::alert_expressions(&root)
+        .into_iter()
+        .chain(opal_e2e::monitoring::dashboard_expressions(&root));
+    let mut missing = Vec::new();
+    for (source, expr) in queries {
+        for name in opal_e2e::monitoring::metric_names(&expr) {
+            if !exported.contains(&name)
+                && !opal_e2e::monitoring::SYNTHETIC.contains(&name.as_str())
+            {
+                missing.push(format!("{source}: {name}"));
+            }
+        }
+    }
     assert!(
-        metric(&metrics, "opal_diagnostics_workflows_stuck", &[]) >= 1.0
-            || metrics.contains("opal_diagnostics_workflows_stuck"),
-        "diagnostics metrics exported"
+        missing.is_empty(),
+        "queried but not exported: {missing:?}\nexported: {exported:?}"
     );
 }
 

@@ -290,6 +290,16 @@ fn record(
     bar.inc(1);
 }
 
+/// The `q` quantile (nearest rank) of sorted values; 0 when there are none.
+pub fn percentile(sorted: &[f64], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    sorted[((q * sorted.len() as f64).ceil() as usize)
+        .saturating_sub(1)
+        .min(sorted.len() - 1)]
+}
+
 fn summarise(
     mode: &'static str,
     elapsed: Duration,
@@ -300,15 +310,7 @@ fn summarise(
     latencies.sort_by(f64::total_cmp);
     let records = latencies.len() as u64;
     let secs = elapsed.as_secs_f64().max(f64::EPSILON);
-    let pick = |q: f64| {
-        if latencies.is_empty() {
-            0.0
-        } else {
-            latencies[((q * latencies.len() as f64).ceil() as usize)
-                .saturating_sub(1)
-                .min(latencies.len() - 1)]
-        }
-    };
+    let pick = |q: f64| percentile(&latencies, q);
     PerfResult {
         mode,
         records,

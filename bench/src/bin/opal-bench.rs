@@ -1,0 +1,96 @@
+//! `opal-bench run` measures one broker; `opal-bench report` merges runs and the
+//! codec microbenchmarks into bench/results/latest.json and prints the tables.
+//! `scripts/bench.sh` runs both on SQLite and memory storage.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use opal_bench::{report, run};
+use opal_topics::{KafkaArgs, RegistryArgs};
+
+#[derive(Parser)]
+#[command(name = "opal-bench", about = "opal producer and consumer pipeline vs plain rdkafka")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// One run against one broker; writes its result as JSON.
+    Run {
+        #[command(flatten)]
+        kafka: KafkaArgs,
+        #[command(flatten)]
+        registry: RegistryArgs,
+        #[arg(long, env = "REDIS_URL", default_value = "redis://127.0.0.1:6379", hide_env_values = true)]
+        redis_url: String,
+        /// The broker's storage, as named in the report (sqlite, memory).
+        #[arg(long)]
+        storage: String,
+        /// Events in the throughput phases.
+        #[arg(long, default_value_t = 100_000)]
+        events: u64,
+        /// Fixed rates (events/s) of the latency phases.
+        #[arg(long, value_delimiter = ',', default_value = "5000,10000,20000")]
+        rates: Vec<u64>,
+        /// Seconds of traffic per latency phase.
+        #[arg(long, default_value_t = 5)]
+        latency_secs: u64,
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Merges run files and criterion's codec estimates; prints markdown.
+    Report {
+        /// Run files from `opal-bench run`, in the order to show them.
+        runs: Vec<PathBuf>,
+        #[arg(long, default_value = "target/criterion")]
+        criterion_dir: PathBuf,
+        #[arg(long, default_value = "bench/results/latest.json")]
+        out: PathBuf,
+    },
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    opal_topics::telemetry::init_tracing(opal_topics::telemetry::LogFormat::Text);
+    match Cli::parse().command {
+        Command::Run {
+            kafka,
+            registry,
+            redis_url,
+            storage,
+            events,
+            rates,
+            latency_secs,
+            out,
+        } => {
+            let options = run::RunOptions {
+                kafka,
+                registry,
+                redis_url,
+                storage,
+                events,
+                rates,
+                latency_secs,
+            };
+            let result = run::run(&options).await?;
+            std::fs::write(&out, serde_json::to_string_pretty(&result)?)
+                .with_context(|| format!("write {}", out.display()))?;
+            println!("{}", serde_json::to_string_pretty(&result)?);
+        }
+        Command::Report {
+            runs,
+            criterion_dir,
+            out,
+        } => {
+            anyhow::ensure!(!runs.is_empty(), "name at least one run file");
+            let latest = report::latest(&runs, &criterion_dir)?;
+            std::fs::write(&out, serde_json::to_string_pretty(&latest)? + "\n")
+                .with_context(|| format!("write {}", out.display()))?;
+            print!("{}", report::markdown(&latest));
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,237 @@
+//! One benchmark run against one broker: the raw baseline and the opal path on
+//! the same number of events of the same size, one after the other, then
+//! end-to-end latency at fixed rates.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::Context;
+use opal_consumers::RuntimeArgs;
+use opal_producers::perf::{self, PerfOptions, PerfResult};
+use opal_producers::{PublishMetrics, Publisher, PublisherConfig};
+use opal_schemas::samples::default_example;
+use opal_schemas::{Environment, EventType};
+use opal_topics::provision::Target;
+use opal_topics::{Catalog, KafkaArgs, RegistryArgs, TopicSpec};
+use serde::Serialize;
+use tokio_util::sync::CancellationToken;
+
+use crate::pipeline::{self, NoopHandler};
+use crate::raw;
+use crate::recorder::{Latency, Recorder, Throughput};
+
+/// The event type benchmarked: the busiest topic of the spec's workload.
+pub const EVENT_TYPE: EventType = EventType::AgentCompleted;
+
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    pub kafka: KafkaArgs,
+    pub registry: RegistryArgs,
+    pub redis_url: String,
+    /// What the broker stores to (`sqlite`, `memory`), for the report.
+    pub storage: String,
+    pub events: u64,
+    pub rates: Vec<u64>,
+    pub latency_secs: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Produce {
+    pub raw: PerfResult,
+    pub opal: PerfResult,
+    /// opal events/s ÷ raw events/s.
+    pub ratio: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Consume {
+    pub raw: Throughput,
+    pub pipeline: Throughput,
+    /// pipeline events/s ÷ raw events/s.
+    pub ratio: f64,
+    /// Redis round trips the pipeline made per poll batch, and events per batch.
+    pub redis_round_trips_per_batch: f64,
+    pub events_per_batch: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct LatencyRow {
+    /// Target rate (events/s) and what the producer achieved.
+    pub rate: u64,
+    pub raw_produced_per_sec: f64,
+    pub opal_produced_per_sec: f64,
+    pub raw: Latency,
+    pub pipeline: Latency,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RunResult {
+    pub storage: String,
+    pub event_type: String,
+    pub events: u64,
+    pub record_bytes: usize,
+    pub produce: Produce,
+    pub consume: Consume,
+    pub latency: Vec<LatencyRow>,
+}
+
+fn unix_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or_default()
+}
+
+/// Topics for this run (the catalog under a fresh prefix) plus the raw topic,
+/// sized like the benchmarked topic.
+async fn provision(options: &RunOptions, prefix: &str) -> anyhow::Result<String> {
+    let registry = options.registry.client(Duration::from_secs(10))?;
+    let target = Target::new(options.kafka.clone(), registry, Duration::from_secs(30))?;
+    let mut plan = Catalog::bundled()?.plan(Environment::Development, prefix);
+    let template = plan
+        .iter()
+        .find(|t| t.event_type == Some(EVENT_TYPE))
+        .context("the catalog has the benchmarked topic")?;
+    let raw_topic = format!("{prefix}raw.{}", EVENT_TYPE.topic());
+    plan.push(TopicSpec {
+        name: raw_topic.clone(),
+        event_type: None,
+        ..template.clone()
+    });
+    target.init(&plan, false).await.context("kafka-init for the run")?;
+    Ok(raw_topic)
+}
+
+fn perf_options(records: u64, rate: Option<u64>) -> PerfOptions {
+    PerfOptions {
+        event_type: EVENT_TYPE,
+        num_records: records,
+        throughput: rate.map(|r| r as f64),
+        show_progress: false,
+    }
+}
+
+pub async fn run(options: &RunOptions) -> anyhow::Result<RunResult> {
+    let prefix = format!("bench-{}-{}.", options.storage, unix_secs());
+    let raw_topic = provision(options, &prefix).await?;
+    eprintln!("opal-bench [{}]: topics under {prefix}", options.storage);
+
+    let publisher = Publisher::new(
+        PublisherConfig {
+            kafka: options.kafka.clone(),
+            registry: options.registry.clone(),
+            environment: Environment::Development,
+            source_system: "opal-bench".to_owned(),
+            topic_prefix: prefix.clone(),
+            auto_register: false,
+            delivery_timeout_ms: 60_000,
+        },
+        PublishMetrics::new(&prometheus::Registry::new())?,
+    )?;
+    // The raw producer sends the bytes the opal producer would: same schema id, same size.
+    let opal_topic = publisher.topic(EVENT_TYPE);
+    let (payload, _) = publisher
+        .codec()
+        .encode(&default_example(EVENT_TYPE), &opal_topic)
+        .await?;
+    let record_bytes = payload.len();
+    let client = options.kafka.client_config()?;
+    let n = options.events;
+
+    eprintln!("opal-bench [{}]: producing {n} raw, then {n} opal", options.storage);
+    let raw_produce = perf::run_raw(&client, &raw_topic, payload.clone(), &perf_options(n, None)).await?;
+    let opal_produce = perf::run_typed(&publisher, &perf_options(n, None)).await;
+    anyhow::ensure!(
+        raw_produce.errors == 0 && opal_produce.errors == 0,
+        "produce errors: raw {}, opal {}",
+        raw_produce.errors,
+        opal_produce.errors
+    );
+
+    let cancel = CancellationToken::new();
+    let limit = Duration::from_secs(600);
+
+    eprintln!("opal-bench [{}]: consuming raw", options.storage);
+    let raw_recorder = Arc::new(Recorder::default());
+    let raw_task = tokio::spawn({
+        let (kafka, group, topic) = (
+            options.kafka.clone(),
+            format!("{prefix}raw-consumer"),
+            raw_topic.clone(),
+        );
+        let (recorder, cancel) = (raw_recorder.clone(), cancel.clone());
+        async move { raw::consume(&kafka, &group, &topic, recorder, cancel).await }
+    });
+    raw_recorder.wait_for(n, limit).await.context("raw consume")?;
+    let raw_consume = raw_recorder.throughput();
+
+    eprintln!("opal-bench [{}]: consuming through the pipeline", options.storage);
+    let pipe_recorder = Arc::new(Recorder::default());
+    let mut args = RuntimeArgs::local(
+        &options.kafka.brokers,
+        &options.registry.url,
+        &options.redis_url,
+    );
+    args.kafka = options.kafka.clone();
+    args.registry = options.registry.clone();
+    args.topic_prefix = prefix.clone();
+    let pipeline = pipeline::start(
+        args,
+        &format!("{prefix}pipeline"),
+        NoopHandler {
+            recorder: pipe_recorder.clone(),
+            input: EVENT_TYPE,
+        },
+        cancel.clone(),
+    )
+    .await?;
+    pipe_recorder.wait_for(n, limit).await.context("pipeline consume")?;
+    let pipe_consume = pipe_recorder.throughput();
+    let batches = pipeline.metrics.batches.get() as f64;
+    let round_trips = pipeline.metrics.redis_round_trips.get() as f64;
+
+    let mut latency = Vec::new();
+    for &rate in &options.rates {
+        let records = rate * options.latency_secs;
+        eprintln!(
+            "opal-bench [{}]: latency at {rate}/s ({records} events each)",
+            options.storage
+        );
+        raw_recorder.reset();
+        let raw_sent = perf::run_raw(&client, &raw_topic, payload.clone(), &perf_options(records, Some(rate))).await?;
+        raw_recorder.wait_for(records, limit).await.context("raw latency")?;
+        pipe_recorder.reset();
+        let opal_sent = perf::run_typed(&publisher, &perf_options(records, Some(rate))).await;
+        pipe_recorder.wait_for(records, limit).await.context("pipeline latency")?;
+        latency.push(LatencyRow {
+            rate,
+            raw_produced_per_sec: raw_sent.records_per_sec,
+            opal_produced_per_sec: opal_sent.records_per_sec,
+            raw: raw_recorder.latency(),
+            pipeline: pipe_recorder.latency(),
+        });
+    }
+
+    cancel.cancel();
+    raw_task.await??;
+    pipeline.task.await??;
+    Ok(RunResult {
+        storage: options.storage.clone(),
+        event_type: EVENT_TYPE.name().to_owned(),
+        events: n,
+        record_bytes,
+        produce: Produce {
+            ratio: opal_produce.records_per_sec / raw_produce.records_per_sec,
+            raw: raw_produce,
+            opal: opal_produce,
+        },
+        consume: Consume {
+            ratio: pipe_consume.events_per_sec / raw_consume.events_per_sec,
+            raw: raw_consume,
+            pipeline: pipe_consume,
+            redis_round_trips_per_batch: round_trips / batches.max(1.0),
+            events_per_batch: n as f64 / batches.max(1.0),
+        },
+        latency,
+    })
+}
