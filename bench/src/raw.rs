@@ -8,6 +8,7 @@ use futures::StreamExt;
 use opal_topics::KafkaArgs;
 use rdkafka::Message;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use tokio_util::sync::CancellationToken;
 
 use crate::recorder::Recorder;
@@ -49,6 +50,9 @@ pub async fn consume(
         recorder.arrived(produced);
     }
     drop(stream);
-    consumer.commit_consumer_state(CommitMode::Sync)?;
-    Ok(())
+    match consumer.commit_consumer_state(CommitMode::Sync) {
+        // Auto-commit already committed everything stored.
+        Ok(()) | Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
 }

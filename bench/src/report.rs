@@ -81,15 +81,9 @@ pub struct Latest {
 
 /// Criterion's mean estimate (ns) for `<group>/<bench>`, if it ran.
 fn criterion_mean(criterion_dir: &Path, group: &str, bench: &str) -> Option<f64> {
-    // Criterion turns characters like '(' ',' '.' into '_' in directory names.
-    let clean = |s: &str| {
-        s.chars()
-            .map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' })
-            .collect::<String>()
-    };
     let path = criterion_dir
-        .join(clean(group))
-        .join(clean(bench))
+        .join(group)
+        .join(bench)
         .join("new/estimates.json");
     let text = std::fs::read_to_string(path).ok()?;
     let v: serde_json::Value = serde_json::from_str(&text).ok()?;

@@ -23,6 +23,9 @@ use crate::recorder::{Latency, Recorder, Throughput};
 /// The event type benchmarked: the busiest topic of the spec's workload.
 pub const EVENT_TYPE: EventType = EventType::AgentCompleted;
 
+/// Events each producer sends before measuring.
+const WARM_UP: u64 = 1_000;
+
 #[derive(Debug, Clone)]
 pub struct RunOptions {
     pub kafka: KafkaArgs,
@@ -67,6 +70,8 @@ pub struct LatencyRow {
 #[derive(Debug, Clone, Serialize)]
 pub struct RunResult {
     pub storage: String,
+    /// librdkafka settings given to every client of the run (`--kafka-option`).
+    pub kafka_options: Vec<String>,
     pub event_type: String,
     pub events: u64,
     pub record_bytes: usize,
@@ -135,11 +140,16 @@ pub async fn run(options: &RunOptions) -> anyhow::Result<RunResult> {
         .encode(&default_example(EVENT_TYPE), &opal_topic)
         .await?;
     let record_bytes = payload.len();
-    let client = options.kafka.client_config()?;
+    let raw_producer = perf::raw_producer(&options.kafka.client_config()?)?;
     let n = options.events;
 
+    // Both producers connect, fetch metadata and get their idempotent producer
+    // id before anything is measured; consumers then see WARM_UP + n events.
+    perf::run_raw(&raw_producer, &raw_topic, payload.clone(), &perf_options(WARM_UP, None)).await?;
+    perf::run_typed(&publisher, &perf_options(WARM_UP, None)).await;
+
     eprintln!("opal-bench [{}]: producing {n} raw, then {n} opal", options.storage);
-    let raw_produce = perf::run_raw(&client, &raw_topic, payload.clone(), &perf_options(n, None)).await?;
+    let raw_produce = perf::run_raw(&raw_producer, &raw_topic, payload.clone(), &perf_options(n, None)).await?;
     let opal_produce = perf::run_typed(&publisher, &perf_options(n, None)).await;
     anyhow::ensure!(
         raw_produce.errors == 0 && opal_produce.errors == 0,
@@ -149,7 +159,7 @@ pub async fn run(options: &RunOptions) -> anyhow::Result<RunResult> {
     );
 
     let cancel = CancellationToken::new();
-    let limit = Duration::from_secs(600);
+    let limit = Duration::from_secs(180);
 
     eprintln!("opal-bench [{}]: consuming raw", options.storage);
     let raw_recorder = Arc::new(Recorder::default());
@@ -162,7 +172,7 @@ pub async fn run(options: &RunOptions) -> anyhow::Result<RunResult> {
         let (recorder, cancel) = (raw_recorder.clone(), cancel.clone());
         async move { raw::consume(&kafka, &group, &topic, recorder, cancel).await }
     });
-    raw_recorder.wait_for(n, limit).await.context("raw consume")?;
+    raw_recorder.wait_for(WARM_UP + n, limit).await.context("raw consume")?;
     let raw_consume = raw_recorder.throughput();
 
     eprintln!("opal-bench [{}]: consuming through the pipeline", options.storage);
@@ -185,7 +195,7 @@ pub async fn run(options: &RunOptions) -> anyhow::Result<RunResult> {
         cancel.clone(),
     )
     .await?;
-    pipe_recorder.wait_for(n, limit).await.context("pipeline consume")?;
+    pipe_recorder.wait_for(WARM_UP + n, limit).await.context("pipeline consume")?;
     let pipe_consume = pipe_recorder.throughput();
     let batches = pipeline.metrics.batches.get() as f64;
     let round_trips = pipeline.metrics.redis_round_trips.get() as f64;
@@ -198,7 +208,7 @@ pub async fn run(options: &RunOptions) -> anyhow::Result<RunResult> {
             options.storage
         );
         raw_recorder.reset();
-        let raw_sent = perf::run_raw(&client, &raw_topic, payload.clone(), &perf_options(records, Some(rate))).await?;
+        let raw_sent = perf::run_raw(&raw_producer, &raw_topic, payload.clone(), &perf_options(records, Some(rate))).await?;
         raw_recorder.wait_for(records, limit).await.context("raw latency")?;
         pipe_recorder.reset();
         let opal_sent = perf::run_typed(&publisher, &perf_options(records, Some(rate))).await;
@@ -217,6 +227,7 @@ pub async fn run(options: &RunOptions) -> anyhow::Result<RunResult> {
     pipeline.task.await??;
     Ok(RunResult {
         storage: options.storage.clone(),
+        kafka_options: options.kafka.options.clone(),
         event_type: EVENT_TYPE.name().to_owned(),
         events: n,
         record_bytes,
@@ -230,7 +241,7 @@ pub async fn run(options: &RunOptions) -> anyhow::Result<RunResult> {
             raw: raw_consume,
             pipeline: pipe_consume,
             redis_round_trips_per_batch: round_trips / batches.max(1.0),
-            events_per_batch: n as f64 / batches.max(1.0),
+            events_per_batch: (WARM_UP + n) as f64 / batches.max(1.0),
         },
         latency,
     })

@@ -29,6 +29,12 @@ pub struct RuntimeArgs {
     #[arg(long, env = "OPAL_CONSUMER_GROUP")]
     pub group: Option<String>,
 
+    /// Static group membership (`group.instance.id`), unique per replica: a
+    /// replica that restarts under the same id, even after a crash, takes its
+    /// partitions back at once instead of waiting for the group to expire it.
+    #[arg(long, env = "OPAL_GROUP_INSTANCE_ID")]
+    pub group_instance_id: Option<String>,
+
     /// Prefix of every topic name (must match kafka-init's).
     #[arg(long, env = "OPAL_TOPIC_PREFIX", default_value = "")]
     pub topic_prefix: String,
@@ -94,6 +100,7 @@ impl RuntimeArgs {
             },
             redis_url: redis_url.to_owned(),
             group: None,
+            group_instance_id: None,
             topic_prefix: String::new(),
             environment: Environment::Development,
             http_listen: None,

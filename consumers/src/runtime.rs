@@ -189,6 +189,9 @@ impl<H: Handler> Runtime<H> {
             .set("auto.offset.reset", "earliest")
             .set("session.timeout.ms", args.session_timeout_ms.to_string())
             .set("statistics.interval.ms", "5000");
+        if let Some(instance) = &args.group_instance_id {
+            consumer_config.set("group.instance.id", instance);
+        }
         let context = RuntimeContext {
             name: handler.name().to_owned(),
             metrics: metrics.clone(),

@@ -267,8 +267,11 @@ fn start_all(env: &Env, ports: [u16; 4]) -> Vec<Process> {
         .zip(ports)
         .map(|((bin, name, extra), port)| {
             let g = group(name);
+            // A restarted replica keeps its identity and takes its partitions back.
+            let instance = format!("{g}-replica-0");
             let mut all: Vec<(&str, &str)> = vec![
                 ("OPAL_CONSUMER_GROUP", &g),
+                ("OPAL_GROUP_INSTANCE_ID", &instance),
                 ("OPAL_LEASE_MS", "2000"),
                 ("OPAL_SESSION_TIMEOUT_MS", "10000"),
                 ("OPAL_DRAIN_TIMEOUT_MS", "5000"),
@@ -335,15 +338,19 @@ async fn settled(ports: [u16; 4], excluded: bool) -> serde_json::Value {
     panic!("views never settled: {last}");
 }
 
-/// Runs only with `OPAL_CRASH_TESTS=1`: it kills each consumer with -9, and on
-/// Tansu 0.6.0 a killed member keeps its partitions in the group for minutes (see
-/// `processes.rs`), so the restarted consumers may not get them back in time.
+/// Each consumer is killed with -9 mid-stream and restarted under the same
+/// `OPAL_GROUP_INSTANCE_ID` (static membership, see `processes.rs`), and the
+/// views and emitted events must equal those of a run without restarts.
+///
+/// Runs only with `OPAL_CRASH_TESTS=1`. On Tansu 0.6.0 it fails: after the
+/// restarts the feedback consumer kept retrying feedback whose decisions had
+/// been published (and settled) before the kill ("decision … not seen yet"),
+/// and the views never settled; not diagnosed further. The single-input
+/// kill -9 run in `processes.rs` passes on Tansu with static membership.
 #[tokio::test]
 async fn restarting_each_consumer_mid_stream_changes_nothing() {
     if std::env::var("OPAL_CRASH_TESTS").as_deref() != Ok("1") {
-        eprintln!(
-            "skipped: set OPAL_CRASH_TESTS=1 (needs a broker that expires dead group members)"
-        );
+        eprintln!("skipped: set OPAL_CRASH_TESTS=1 (fails on Tansu 0.6.0, see the comment)");
         return;
     }
     let now = opal_consumers::apps::clock::Clock::now_ms(&opal_consumers::apps::clock::SystemClock);

@@ -148,19 +148,23 @@ pub async fn run_typed(publisher: &Publisher, options: &PerfOptions) -> PerfResu
     summarise("typed", start.elapsed(), latencies, errors, record_bytes)
 }
 
-/// Sends the same number of pre-encoded records of the same size through plain rdkafka.
-pub async fn run_raw(
-    client_config: &ClientConfig,
-    topic: &str,
-    payload: Vec<u8>,
-    options: &PerfOptions,
-) -> Result<PerfResult, KafkaError> {
+/// A plain rdkafka producer with the publisher's delivery settings.
+pub fn raw_producer(client_config: &ClientConfig) -> Result<FutureProducer, KafkaError> {
     let mut config = client_config.clone();
     config
         .set("enable.idempotence", "true")
         .set("acks", "all")
         .set("linger.ms", "5");
-    let producer: FutureProducer = config.create()?;
+    config.create()
+}
+
+/// Sends the same number of pre-encoded records of the same size through plain rdkafka.
+pub async fn run_raw(
+    producer: &FutureProducer,
+    topic: &str,
+    payload: Vec<u8>,
+    options: &PerfOptions,
+) -> Result<PerfResult, KafkaError> {
     let keys: Vec<String> = (0..KEYS).map(|i| format!("key-{i}")).collect();
     let bar = progress(options);
     let start = Instant::now();

@@ -97,6 +97,16 @@ macro_rules! catalog {
                 match self { $( Event::$ty(e) => apache_avro::to_value(e), )* }
             }
 
+            /// Writes the event's Avro body with `writer` (serde straight to bytes
+            /// under the writer's schema, without an intermediate `Value`).
+            pub fn write_avro(
+                &self,
+                writer: &apache_avro::writer::datum::GenericDatumWriter<'_>,
+                out: &mut Vec<u8>,
+            ) -> Result<usize, apache_avro::Error> {
+                match self { $( Event::$ty(e) => writer.write_ser(out, e), )* }
+            }
+
             /// Builds the typed event from a value already resolved to the reader schema.
             pub fn from_avro(event_type: EventType, value: &Value) -> Result<Event, apache_avro::Error> {
                 Ok(match event_type { $( EventType::$ty => Event::$ty(apache_avro::from_value(value)?), )* })

@@ -12,6 +12,8 @@ use std::sync::{Arc, OnceLock, RwLock};
 use tokio::sync::OnceCell;
 
 use apache_avro::Schema;
+use apache_avro::reader::datum::GenericDatumReader;
+use apache_avro::writer::datum::GenericDatumWriter;
 
 use crate::catalog::{Event, EventType, value_subject};
 use crate::registry::{RegistryClient, RegistryError};
@@ -183,7 +185,9 @@ impl Codec {
         let corrupt = |reason: String| CodecError::CorruptAvro { schema_id, reason };
         let reader = reader_schema(writer.event_type);
         let mut cursor = body;
-        let value = apache_avro::reader::datum::GenericDatumReader::builder(&writer.schema)
+        // Generic read then serde from the Value: the typed events flatten their
+        // envelope, which apache-avro's schema-aware deserializer cannot read.
+        let value = GenericDatumReader::builder(&writer.schema)
             .maybe_reader_schema(writer.resolve.then_some(reader))
             .build()
             .and_then(|datum| datum.read_value(&mut cursor))
@@ -240,22 +244,37 @@ impl Codec {
     }
 }
 
+/// One writer per event type, built once (building resolves the schema's names).
+fn datum_writer(event_type: EventType) -> &'static GenericDatumWriter<'static> {
+    static WRITERS: OnceLock<HashMap<EventType, GenericDatumWriter<'static>>> = OnceLock::new();
+    let writers = WRITERS.get_or_init(|| {
+        EventType::ALL
+            .into_iter()
+            .map(|t| {
+                // Our own bundled schemas, checked by tests; failing here is a build defect.
+                #[allow(clippy::expect_used)]
+                let writer = GenericDatumWriter::builder(reader_schema(t))
+                    .build()
+                    .expect("a writer for a bundled schema");
+                (t, writer)
+            })
+            .collect()
+    });
+    &writers[&event_type]
+}
+
 /// Encodes `event` with our schema into wire format under `schema_id`.
 pub fn encode_with_id(event: &Event, schema_id: u32) -> Result<Vec<u8>> {
     let event_type = event.event_type();
-    let fail = |reason: String| CodecError::Serialization { event_type, reason };
-    let schema = reader_schema(event_type);
-    let value = event.to_avro().map_err(|e| fail(e.to_string()))?;
-    let value = value.resolve(schema).map_err(|e| fail(e.to_string()))?;
     let mut bytes = Vec::with_capacity(256);
     bytes.push(MAGIC);
     bytes.extend_from_slice(&schema_id.to_be_bytes());
-    // `resolve` has already checked the value against the schema.
-    apache_avro::writer::datum::GenericDatumWriter::builder(schema)
-        .validate(false)
-        .build()
-        .and_then(|datum| datum.write_value(&mut bytes, value))
-        .map_err(|e| fail(e.to_string()))?;
+    event
+        .write_avro(datum_writer(event_type), &mut bytes)
+        .map_err(|e| CodecError::Serialization {
+            event_type,
+            reason: e.to_string(),
+        })?;
     Ok(bytes)
 }
 

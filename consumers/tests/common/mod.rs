@@ -98,8 +98,14 @@ impl Env {
 
     /// Starts `opal-counting-consumer` for this environment (killed when dropped).
     pub fn spawn_counting(&self, http_port: u16) -> Process {
+        self.spawn_counting_with(http_port, &[])
+    }
+
+    /// As `spawn_counting`, with extra environment variables.
+    pub fn spawn_counting_with(&self, http_port: u16, extra_env: &[(&str, &str)]) -> Process {
         Process(
             Command::new(env!("CARGO_BIN_EXE_opal-counting-consumer"))
+                .envs(extra_env.iter().copied())
                 .args([
                     "--inputs",
                     "knowledge.upserted",

@@ -210,8 +210,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 let mut sample = default_example(event_type);
                 *sample.envelope_mut() = publisher.new_envelope(None);
                 let (payload, _) = publisher.codec().encode(&sample, &topic).await?;
-                let client_config = cli.publisher.kafka.client_config()?;
-                results.push(perf::run_raw(&client_config, &topic, payload, &options).await?);
+                let producer = perf::raw_producer(&cli.publisher.kafka.client_config()?)?;
+                results.push(perf::run_raw(&producer, &topic, payload, &options).await?);
             }
             let ratio = (results.len() == 2 && results[1].records_per_sec > 0.0)
                 .then(|| results[0].records_per_sec / results[1].records_per_sec);
