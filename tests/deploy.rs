@@ -121,7 +121,10 @@ fn every_service_has_an_image_and_its_dependencies_exist() {
         if let Some(deps) = service["depends_on"].as_mapping() {
             for (dep, how) in deps {
                 let dep = dep.as_str().expect("dependency name");
-                assert!(services.contains_key(dep), "{name} depends on unknown {dep}");
+                assert!(
+                    services.contains_key(dep),
+                    "{name} depends on unknown {dep}"
+                );
                 let condition = how["condition"].as_str().unwrap_or_default();
                 assert!(
                     matches!(
@@ -167,7 +170,10 @@ fn every_service_has_an_image_and_its_dependencies_exist() {
             "{consumer}"
         );
     }
-    assert_eq!(strings(&services["kafka-init"]["command"]), ["opal-admin", "init"]);
+    assert_eq!(
+        strings(&services["kafka-init"]["command"]),
+        ["opal-admin", "init"]
+    );
 }
 
 #[test]
@@ -179,7 +185,10 @@ fn every_mounted_file_exists() {
             let source = volume.split(':').next().expect("source");
             if source.starts_with('.') || source.starts_with('/') {
                 let path = root().join(source);
-                assert!(path.exists(), "{name} mounts {source}, which does not exist");
+                assert!(
+                    path.exists(),
+                    "{name} mounts {source}, which does not exist"
+                );
                 mounts += 1;
             } else {
                 assert!(
@@ -189,7 +198,10 @@ fn every_mounted_file_exists() {
             }
         }
     }
-    assert!(mounts >= 4, "prometheus and grafana mount their configuration");
+    assert!(
+        mounts >= 4,
+        "prometheus and grafana mount their configuration"
+    );
 }
 
 #[test]
@@ -216,7 +228,10 @@ fn opal_services_set_only_variables_their_binaries_read() {
         }
         checked += 1;
     }
-    assert!(checked >= 5, "kafka-init and the four consumers run the OPAL image");
+    assert!(
+        checked >= 5,
+        "kafka-init and the four consumers run the OPAL image"
+    );
 }
 
 #[test]
@@ -240,7 +255,10 @@ fn prometheus_scrapes_every_consumer_where_it_listens() {
         .expect("prometheus.yml");
     let prom: Value = serde_yaml_ng::from_str(&text).expect("prometheus.yml is YAML");
     let mut targets = BTreeSet::new();
-    for job in prom["scrape_configs"].as_sequence().expect("scrape_configs") {
+    for job in prom["scrape_configs"]
+        .as_sequence()
+        .expect("scrape_configs")
+    {
         for sc in job["static_configs"].as_sequence().into_iter().flatten() {
             targets.extend(strings(&sc["targets"]));
         }
@@ -252,17 +270,19 @@ fn prometheus_scrapes_every_consumer_where_it_listens() {
             listening.insert(format!("{name}:{port}"));
         }
     }
-    assert_eq!(targets, listening, "scrape targets vs consumers' OPAL_HTTP_LISTEN");
+    assert_eq!(
+        targets, listening,
+        "scrape targets vs consumers' OPAL_HTTP_LISTEN"
+    );
 }
 
 #[test]
 fn grafana_provisioning_points_at_the_mounted_dashboards_and_datasource() {
     let doc = compose();
     let grafana = &services(&doc)["grafana"];
-    let text = std::fs::read_to_string(
-        root().join("deploy/grafana/provisioning/dashboards/opal.yml"),
-    )
-    .expect("dashboard provider");
+    let text =
+        std::fs::read_to_string(root().join("deploy/grafana/provisioning/dashboards/opal.yml"))
+            .expect("dashboard provider");
     let provider: Value = serde_yaml_ng::from_str(&text).expect("YAML");
     let path = provider["providers"][0]["options"]["path"]
         .as_str()
@@ -322,13 +342,16 @@ fn the_image_is_multi_stage_non_root_and_holds_every_binary_compose_runs() {
     let user = final_stage
         .lines()
         .filter_map(|l| l.trim().strip_prefix("USER "))
-        .last()
+        .next_back()
         .expect("the final stage sets USER");
     assert!(
         !matches!(user.split(':').next(), Some("root" | "0")),
         "runs as {user}"
     );
-    assert!(!final_stage.contains("cargo"), "no toolchain in the runtime image");
+    assert!(
+        !final_stage.contains("cargo"),
+        "no toolchain in the runtime image"
+    );
     let doc = compose();
     for (name, service) in services(&doc) {
         if service["image"].as_str() == Some(OPAL_IMAGE) {

@@ -130,7 +130,10 @@ pub fn dashboard_expressions(root: &Path) -> Vec<(String, String)> {
             for target in panel["targets"].as_array().into_iter().flatten() {
                 out.push((
                     panel["title"].as_str().unwrap_or("?").to_owned(),
-                    target["expr"].as_str().expect("panel target expr").to_owned(),
+                    target["expr"]
+                        .as_str()
+                        .expect("panel target expr")
+                        .to_owned(),
                 ));
             }
         }

@@ -13,7 +13,8 @@ fn codec(c: &mut Criterion) {
         .enable_all()
         .build()
         .expect("tokio runtime");
-    let url = std::env::var("SCHEMA_REGISTRY_URL").unwrap_or_else(|_| "http://127.0.0.1:8081".to_owned());
+    let url =
+        std::env::var("SCHEMA_REGISTRY_URL").unwrap_or_else(|_| "http://127.0.0.1:8081".to_owned());
     let registry = RegistryClient::new(RegistryConfig::new(url)).expect("registry client");
     let codec = Codec::new(registry).with_auto_register(true);
     let prefix = format!("bench-codec-{}.", std::process::id());

@@ -60,7 +60,10 @@ impl Recorder {
     }
 
     pub fn count(&self) -> u64 {
-        self.arrivals.lock().unwrap_or_else(|p| p.into_inner()).count
+        self.arrivals
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .count
     }
 
     /// Starts a new phase.

@@ -24,8 +24,14 @@ pub fn codec_events() -> Vec<(&'static str, Event)> {
             .collect();
     }
     vec![
-        ("small (feedback.submitted)", default_example(EventType::FeedbackSubmitted)),
-        ("typical (agent.completed)", default_example(EventType::AgentCompleted)),
+        (
+            "small (feedback.submitted)",
+            default_example(EventType::FeedbackSubmitted),
+        ),
+        (
+            "typical (agent.completed)",
+            default_example(EventType::AgentCompleted),
+        ),
         ("large (forecast.generated, 48 points)", large),
     ]
 }

@@ -103,7 +103,10 @@ async fn provision(options: &RunOptions, prefix: &str) -> anyhow::Result<String>
         event_type: None,
         ..template.clone()
     });
-    target.init(&plan, false).await.context("kafka-init for the run")?;
+    target
+        .init(&plan, false)
+        .await
+        .context("kafka-init for the run")?;
     Ok(raw_topic)
 }
 
@@ -145,11 +148,26 @@ pub async fn run(options: &RunOptions) -> anyhow::Result<RunResult> {
 
     // Both producers connect, fetch metadata and get their idempotent producer
     // id before anything is measured; consumers then see WARM_UP + n events.
-    perf::run_raw(&raw_producer, &raw_topic, payload.clone(), &perf_options(WARM_UP, None)).await?;
+    perf::run_raw(
+        &raw_producer,
+        &raw_topic,
+        payload.clone(),
+        &perf_options(WARM_UP, None),
+    )
+    .await?;
     perf::run_typed(&publisher, &perf_options(WARM_UP, None)).await;
 
-    eprintln!("opal-bench [{}]: producing {n} raw, then {n} opal", options.storage);
-    let raw_produce = perf::run_raw(&raw_producer, &raw_topic, payload.clone(), &perf_options(n, None)).await?;
+    eprintln!(
+        "opal-bench [{}]: producing {n} raw, then {n} opal",
+        options.storage
+    );
+    let raw_produce = perf::run_raw(
+        &raw_producer,
+        &raw_topic,
+        payload.clone(),
+        &perf_options(n, None),
+    )
+    .await?;
     let opal_produce = perf::run_typed(&publisher, &perf_options(n, None)).await;
     anyhow::ensure!(
         raw_produce.errors == 0 && opal_produce.errors == 0,
@@ -172,10 +190,16 @@ pub async fn run(options: &RunOptions) -> anyhow::Result<RunResult> {
         let (recorder, cancel) = (raw_recorder.clone(), cancel.clone());
         async move { raw::consume(&kafka, &group, &topic, recorder, cancel).await }
     });
-    raw_recorder.wait_for(WARM_UP + n, limit).await.context("raw consume")?;
+    raw_recorder
+        .wait_for(WARM_UP + n, limit)
+        .await
+        .context("raw consume")?;
     let raw_consume = raw_recorder.throughput();
 
-    eprintln!("opal-bench [{}]: consuming through the pipeline", options.storage);
+    eprintln!(
+        "opal-bench [{}]: consuming through the pipeline",
+        options.storage
+    );
     let pipe_recorder = Arc::new(Recorder::default());
     let mut args = RuntimeArgs::local(
         &options.kafka.brokers,
@@ -195,7 +219,10 @@ pub async fn run(options: &RunOptions) -> anyhow::Result<RunResult> {
         cancel.clone(),
     )
     .await?;
-    pipe_recorder.wait_for(WARM_UP + n, limit).await.context("pipeline consume")?;
+    pipe_recorder
+        .wait_for(WARM_UP + n, limit)
+        .await
+        .context("pipeline consume")?;
     let pipe_consume = pipe_recorder.throughput();
     let batches = pipeline.metrics.batches.get() as f64;
     let round_trips = pipeline.metrics.redis_round_trips.get() as f64;
@@ -208,11 +235,23 @@ pub async fn run(options: &RunOptions) -> anyhow::Result<RunResult> {
             options.storage
         );
         raw_recorder.reset();
-        let raw_sent = perf::run_raw(&raw_producer, &raw_topic, payload.clone(), &perf_options(records, Some(rate))).await?;
-        raw_recorder.wait_for(records, limit).await.context("raw latency")?;
+        let raw_sent = perf::run_raw(
+            &raw_producer,
+            &raw_topic,
+            payload.clone(),
+            &perf_options(records, Some(rate)),
+        )
+        .await?;
+        raw_recorder
+            .wait_for(records, limit)
+            .await
+            .context("raw latency")?;
         pipe_recorder.reset();
         let opal_sent = perf::run_typed(&publisher, &perf_options(records, Some(rate))).await;
-        pipe_recorder.wait_for(records, limit).await.context("pipeline latency")?;
+        pipe_recorder
+            .wait_for(records, limit)
+            .await
+            .context("pipeline latency")?;
         latency.push(LatencyRow {
             rate,
             raw_produced_per_sec: raw_sent.records_per_sec,

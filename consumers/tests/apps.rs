@@ -205,9 +205,9 @@ async fn the_loop_closes_and_every_consumer_serves_its_view() {
         Duration::from_secs(30),
         "opal_diagnostics_workflows_stuck >= 1",
         || async {
-            http_get(diag, "/metrics").await.is_some_and(|(_, m)| {
-                metric(&m, "opal_diagnostics_workflows_stuck", &[]) >= 1.0
-            })
+            http_get(diag, "/metrics")
+                .await
+                .is_some_and(|(_, m)| metric(&m, "opal_diagnostics_workflows_stuck", &[]) >= 1.0)
         },
     )
     .await;

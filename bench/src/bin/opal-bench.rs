@@ -5,12 +5,15 @@
 use std::path::PathBuf;
 
 use anyhow::Context;
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 use opal_bench::{report, run};
 use opal_topics::{KafkaArgs, RegistryArgs};
 
 #[derive(Parser)]
-#[command(name = "opal-bench", about = "opal producer and consumer pipeline vs plain rdkafka")]
+#[command(
+    name = "opal-bench",
+    about = "opal producer and consumer pipeline vs plain rdkafka"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -19,28 +22,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// One run against one broker; writes its result as JSON.
-    Run {
-        #[command(flatten)]
-        kafka: KafkaArgs,
-        #[command(flatten)]
-        registry: RegistryArgs,
-        #[arg(long, env = "REDIS_URL", default_value = "redis://127.0.0.1:6379", hide_env_values = true)]
-        redis_url: String,
-        /// The broker's storage, as named in the report (sqlite, memory).
-        #[arg(long)]
-        storage: String,
-        /// Events in the throughput phases.
-        #[arg(long, default_value_t = 100_000)]
-        events: u64,
-        /// Fixed rates (events/s) of the latency phases.
-        #[arg(long, value_delimiter = ',', default_value = "5000,10000,20000")]
-        rates: Vec<u64>,
-        /// Seconds of traffic per latency phase.
-        #[arg(long, default_value_t = 5)]
-        latency_secs: u64,
-        #[arg(long)]
-        out: PathBuf,
-    },
+    Run(Box<RunArgs>),
     /// Merges run files and criterion's codec estimates; prints markdown.
     Report {
         /// Run files from `opal-bench run`, in the order to show them.
@@ -52,20 +34,50 @@ enum Command {
     },
 }
 
+#[derive(Args)]
+struct RunArgs {
+    #[command(flatten)]
+    kafka: KafkaArgs,
+    #[command(flatten)]
+    registry: RegistryArgs,
+    #[arg(
+        long,
+        env = "REDIS_URL",
+        default_value = "redis://127.0.0.1:6379",
+        hide_env_values = true
+    )]
+    redis_url: String,
+    /// The broker's storage, as named in the report (sqlite, memory).
+    #[arg(long)]
+    storage: String,
+    /// Events in the throughput phases.
+    #[arg(long, default_value_t = 100_000)]
+    events: u64,
+    /// Fixed rates (events/s) of the latency phases.
+    #[arg(long, value_delimiter = ',', default_value = "5000,10000,20000")]
+    rates: Vec<u64>,
+    /// Seconds of traffic per latency phase.
+    #[arg(long, default_value_t = 5)]
+    latency_secs: u64,
+    #[arg(long)]
+    out: PathBuf,
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     opal_topics::telemetry::init_tracing(opal_topics::telemetry::LogFormat::Text);
     match Cli::parse().command {
-        Command::Run {
-            kafka,
-            registry,
-            redis_url,
-            storage,
-            events,
-            rates,
-            latency_secs,
-            out,
-        } => {
+        Command::Run(args) => {
+            let RunArgs {
+                kafka,
+                registry,
+                redis_url,
+                storage,
+                events,
+                rates,
+                latency_secs,
+                out,
+            } = *args;
             let options = run::RunOptions {
                 kafka,
                 registry,
