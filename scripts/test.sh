@@ -14,9 +14,12 @@ STACK=scripts/dev-stack.sh
 export OPAL_STACK_DIR=${OPAL_TEST_STACK_DIR:-$ROOT/.stack/test}
 export OPAL_KAFKA_PORT=${OPAL_TEST_KAFKA_PORT:-19092}
 export OPAL_REGISTRY_PORT=${OPAL_TEST_REGISTRY_PORT:-18081}
-if [ -z "$($STACK started)" ]; then
-    rm -rf "$OPAL_STACK_DIR/kafka" "$OPAL_STACK_DIR/registry"
-fi
+# Each service's state is wiped unless that service is running (a registry left
+# over from an interrupted run must not keep an old broker database alive).
+running_before=$($STACK started)
+for service in kafka registry; do
+    grep -qx "$service" <<<"$running_before" || rm -rf "${OPAL_STACK_DIR:?}/$service"
+done
 
 # promtool checks the Prometheus config and runs the alert rules' unit tests
 # (tests/deploy.rs); it comes with Debian's prometheus package (the server is

@@ -15,6 +15,8 @@ pub enum FailureClass {
     Transient,
     /// Pause and retry until the dependency returns; never dead-letter.
     DependencyDown,
+    /// Waiting for another input: park the partition, retry later; never dead-letter.
+    NotYet,
 }
 
 impl FailureClass {
@@ -25,6 +27,7 @@ impl FailureClass {
             FailureClass::Invalid => "opal.Invalid",
             FailureClass::Transient => "opal.TransientExhausted",
             FailureClass::DependencyDown => "opal.DependencyDown",
+            FailureClass::NotYet => "opal.NotYet",
         }
     }
 }
@@ -55,6 +58,7 @@ pub fn classify(error: &ProcessingError) -> FailureClass {
         ProcessingError::Handler(HandlerError::Invalid(_)) => FailureClass::Invalid,
         ProcessingError::Handler(HandlerError::Transient(_)) => FailureClass::Transient,
         ProcessingError::Handler(HandlerError::DependencyDown(_)) => FailureClass::DependencyDown,
+        ProcessingError::Handler(HandlerError::NotYet(_)) => FailureClass::NotYet,
         ProcessingError::Redis(e) if redis_is_down(e) => FailureClass::DependencyDown,
         ProcessingError::Redis(_) => FailureClass::Transient,
         ProcessingError::Kafka(_) => FailureClass::DependencyDown,

@@ -6,7 +6,8 @@
 //!
 //! For failure drills it reacts to `opal.knowledge.upserted` events by `kind`:
 //! `fail-transient-N` fails the first N attempts, `fail-always` always fails
-//! transiently, `reject` is invalid.
+//! transiently, `wait-N` is not ready (waits for another input) N times,
+//! `reject` is invalid.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -67,6 +68,18 @@ impl Handler for CountingHandler {
                 if attempt <= n {
                     return Err(HandlerError::Transient(format!(
                         "drill: attempt {attempt} of {n} failing"
+                    )));
+                }
+            }
+            if let Some(n) = k
+                .kind
+                .strip_prefix("wait-")
+                .and_then(|n| n.parse::<u32>().ok())
+            {
+                let attempt = self.attempt(id);
+                if attempt <= n {
+                    return Err(HandlerError::NotYet(format!(
+                        "drill: attempt {attempt} of {n} waiting"
                     )));
                 }
             }

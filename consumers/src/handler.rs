@@ -21,6 +21,11 @@ pub enum HandlerError {
     /// A dependency is down: pause and retry until it returns; never dead-letter.
     #[error("dependency down: {0}")]
     DependencyDown(String),
+    /// The event needs another input that has not arrived yet (a join): park its
+    /// partition and try again later, without spending retries. The handler
+    /// decides when waiting is over (answering `Invalid` then).
+    #[error("not yet: {0}")]
+    NotYet(String),
 }
 
 impl From<redis::RedisError> for HandlerError {

@@ -8,7 +8,9 @@
 //! apply state with the done-marks (one more round trip); dead-letter what
 //! failed. Only then are the batch's offsets stored, so a stored offset never
 //! passes an unsettled event. A dependency that is down pauses the batch where
-//! it stands until it returns; nothing is dead-lettered for it.
+//! it stands until it returns; nothing is dead-lettered for it. An event waiting
+//! for another input (a join) parks its partition: the partition is paused and
+//! rewound to that event and resumed a moment later, while the others go on.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -19,6 +21,7 @@ use anyhow::Context;
 use futures::future::join_all;
 use opal_producers::{Publisher, PublisherConfig};
 use opal_schemas::{Codec, Event, validate};
+use rdkafka::TopicPartitionList;
 use rdkafka::client::ClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{
@@ -36,6 +39,9 @@ use crate::handler::{Effects, Handler, HandlerError, StateReader};
 use crate::health::Health;
 use crate::idempotency::{Applied, Idempotency, Lease};
 use crate::metrics::ConsumerMetrics;
+
+/// How long a parked partition waits before its waiting event is tried again.
+const PARK_FOR: Duration = Duration::from_secs(1);
 
 /// Namespace of emitted events' derived ids.
 const EMIT_NAMESPACE: uuid::Uuid = uuid::Uuid::from_u128(0x6f70_616c_2d65_6d69_742d_6e73_0000_0001);
@@ -103,6 +109,8 @@ enum Outcome {
     Processed,
     Duplicate,
     Dead(DeadLetter),
+    /// Waiting for another input: not settled, its offset not stored, redelivered.
+    Parked,
 }
 
 struct Item {
@@ -117,6 +125,7 @@ enum Handled {
     Effects(Effects),
     Dead(FailureClass, String, u32),
     Down(ProcessingError),
+    Parked(ProcessingError),
     Committed(Applied),
 }
 
@@ -339,7 +348,7 @@ impl<H: Handler> Runtime<H> {
                 Some(Outcome::Processed) => "processed",
                 Some(Outcome::Duplicate) => "duplicate",
                 Some(Outcome::Dead(_)) => "dead_lettered",
-                None => continue,
+                Some(Outcome::Parked) | None => continue,
             };
             let labels = [self.handler.name(), m.topic(), outcome];
             self.metrics.consumed.with_label_values(&labels).inc();
@@ -363,10 +372,50 @@ impl<H: Handler> Runtime<H> {
                 debug!(topic, partition, offset, error = %e, "offset not stored (partition revoked?)");
             }
         }
+        self.park(&items);
         self.health.event_processed();
         self.metrics
             .last_event_unixtime
             .set(crate::dlq::now_millis() as f64 / 1000.0);
+    }
+
+    /// Pauses each partition holding a parked event, rewinds it to that event
+    /// and resumes it after `PARK_FOR`, so the event comes again while the
+    /// other partitions (the input it waits for) keep flowing.
+    fn park(&self, items: &[Item]) {
+        let mut first: BTreeMap<(String, i32), i64> = BTreeMap::new();
+        for item in items {
+            if matches!(item.outcome, Some(Outcome::Parked)) {
+                let m = &item.message;
+                let entry = first
+                    .entry((m.topic().to_owned(), m.partition()))
+                    .or_insert(m.offset());
+                *entry = (*entry).min(m.offset());
+            }
+        }
+        for ((topic, partition), offset) in first {
+            let mut tpl = TopicPartitionList::new();
+            tpl.add_partition(&topic, partition);
+            if let Err(e) = self.consumer.pause(&tpl) {
+                debug!(topic, partition, error = %e, "pause failed (partition revoked?)");
+                continue;
+            }
+            if let Err(e) = self.consumer.seek(
+                &topic,
+                partition,
+                rdkafka::Offset::Offset(offset),
+                Duration::from_secs(5),
+            ) {
+                warn!(topic, partition, offset, error = %e, "could not rewind a parked partition");
+            }
+            let consumer = self.consumer.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(PARK_FOR).await;
+                if let Err(e) = consumer.resume(&tpl) {
+                    debug!(error = %e, "resume failed (partition revoked?)");
+                }
+            });
+        }
     }
 
     /// Step 1: decode and validate every record; undecodable and invalid ones are settled as dead.
@@ -479,6 +528,7 @@ impl<H: Handler> Runtime<H> {
 
             let mut to_commit: Vec<(usize, Event, Effects)> = Vec::new();
             let mut down = None;
+            let mut parked = Vec::new();
             for (i, event, result, retries) in handled.into_iter().flatten() {
                 items[i].retries += retries;
                 match result {
@@ -490,6 +540,27 @@ impl<H: Handler> Runtime<H> {
                         items[i].outcome = Some(self.dead(&items[i], class, error, attempts))
                     }
                     Handled::Down(e) => down = Some(e),
+                    Handled::Parked(e) => {
+                        debug!(error = %e, "waiting for another input; parking the partition");
+                        parked.push(i);
+                    }
+                }
+            }
+            // A parked event and everything after it in its partition stay unsettled.
+            for i in parked {
+                let (topic, partition, offset) = {
+                    let m = &items[i].message;
+                    (m.topic().to_owned(), m.partition(), m.offset())
+                };
+                for item in items.iter_mut() {
+                    let m = &item.message;
+                    if item.outcome.is_none()
+                        && m.topic() == topic
+                        && m.partition() == partition
+                        && m.offset() >= offset
+                    {
+                        item.outcome = Some(Outcome::Parked);
+                    }
                 }
             }
             if !to_commit.is_empty() {
@@ -549,7 +620,7 @@ impl<H: Handler> Runtime<H> {
                     Err(e) => Handled::Down(e),
                 };
             }
-            let stop = matches!(handled, Handled::Down(_));
+            let stop = matches!(handled, Handled::Down(_) | Handled::Parked(_));
             out.push((i, event, handled, retries));
             if stop {
                 break;
@@ -576,6 +647,7 @@ impl<H: Handler> Runtime<H> {
                     tokio::time::sleep(self.args.backoff(attempt)).await;
                 }
                 FailureClass::DependencyDown => return (Handled::Down(error), attempt - 1),
+                FailureClass::NotYet => return (Handled::Parked(error), attempt - 1),
                 class => {
                     return (
                         Handled::Dead(class, error.to_string(), attempt),

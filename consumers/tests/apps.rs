@@ -287,11 +287,18 @@ async fn views(ports: [u16; 4]) -> serde_json::Value {
     let [diag, reco, _, forecast] = ports;
     let mut out = serde_json::Map::new();
     if let Some((_, mut s)) = get_json(diag, "/summary").await {
-        s.as_object_mut().map(|o| {
-            o.remove("workflows_stuck")
-                .and(o.remove("stuck_workflows"))
-                .and(o.remove("workflows_in_flight"))
-        });
+        // Stuck workflows and the agents' sliding windows depend on when the
+        // view is read (each run ends at its own wall-clock time).
+        if let Some(o) = s.as_object_mut() {
+            for field in [
+                "workflows_stuck",
+                "stuck_workflows",
+                "workflows_in_flight",
+                "agents",
+            ] {
+                o.remove(field);
+            }
+        }
         out.insert("summary".into(), s);
     }
     for client in ["acme", "globex", "initech"] {
@@ -340,20 +347,20 @@ async fn settled(ports: [u16; 4], excluded: bool) -> serde_json::Value {
 
 /// Each consumer is killed with -9 mid-stream and restarted under the same
 /// `OPAL_GROUP_INSTANCE_ID` (static membership, see `processes.rs`), and the
-/// views and emitted events must equal those of a run without restarts.
+/// views and emitted events must equal those of a run without restarts. After
+/// the restarts the feedback consumer may see feedback before the decisions it
+/// joins to; that feedback parks its partition instead of being dead-lettered.
 ///
-/// Runs only with `OPAL_CRASH_TESTS=1`: it fails today. After the restarts the
-/// feedback consumer received feedback before the decisions it joins to ("decision
-/// … not seen yet"); such feedback is a transient failure, so it spends its
-/// retry budget (5 attempts, seconds) and is dead-lettered long before the
-/// join TTL (1 h), and the loop never closes. Feedback waiting for its decision
-/// should park without spending retries (and without blocking the decision
-/// partitions); that is not built. The single-input kill -9 run in
-/// `processes.rs` passes on Tansu with static membership.
+/// Runs only with `OPAL_CRASH_TESTS=1`: it fails today, on the forecasts only.
+/// The diagnostics totals, recommendations and preference updates match the
+/// control run, but one forecast series differs: the forecast consumer keeps one
+/// watermark per input stream, not per partition, so which late events it drops
+/// (and so its Holt state) depends on how partitions interleave after the
+/// restart. Per-partition watermarks would make it deterministic; not built.
 #[tokio::test]
 async fn restarting_each_consumer_mid_stream_changes_nothing() {
     if std::env::var("OPAL_CRASH_TESTS").as_deref() != Ok("1") {
-        eprintln!("skipped: set OPAL_CRASH_TESTS=1 (fails on Tansu 0.6.0, see the comment)");
+        eprintln!("skipped: set OPAL_CRASH_TESTS=1 (fails on the forecasts, see the comment)");
         return;
     }
     let now = opal_consumers::apps::clock::Clock::now_ms(&opal_consumers::apps::clock::SystemClock);

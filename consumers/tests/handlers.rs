@@ -52,9 +52,9 @@ async fn feedback_waits_for_its_decision_then_is_invalid_after_the_join_ttl() {
     assert!(
         matches!(
             handler.handle(&orphan, &state).await,
-            Err(HandlerError::Transient(_))
+            Err(HandlerError::NotYet(_))
         ),
-        "may still arrive"
+        "may still arrive: wait without spending retries"
     );
     clock.set(1_000_000 + FeedbackSettings::default().join_ttl_ms + 1);
     assert!(

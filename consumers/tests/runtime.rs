@@ -385,6 +385,38 @@ fn dlq_cli(env: &Env, args: &[&str]) -> String {
     stdout
 }
 
+/// An event waiting for another input (a join) parks its partition: it is
+/// tried again after a pause, more times than the retry budget, never
+/// dead-lettered, and the events after it keep their order.
+#[tokio::test]
+async fn waiting_events_park_their_partition_without_spending_retries() {
+    let env = Env::new().await;
+    let waiting = publish_knowledge(&env, 2, "wait-6").await;
+    let after = publish_knowledge(&env, 3, "policy").await;
+    let (cancel, task, _) = start(&env, None).await;
+    let mut redis = redis().await;
+    let total_key = format!("{}:total", env.count_prefix);
+    wait_until(TIMEOUT, "5 events processed", || {
+        let mut r = redis.clone();
+        let key = total_key.clone();
+        async move { get_count(&mut r, &key).await >= 5 }
+    })
+    .await;
+    cancel.cancel();
+    task.await.expect("stopped");
+    assert_eq!(
+        counts(&mut redis, &env.count_prefix, &waiting).await,
+        vec![1, 1],
+        "applied once the wait was over, after six tries (the retry budget is three)"
+    );
+    assert_eq!(
+        counts(&mut redis, &env.count_prefix, &after).await,
+        vec![1, 1, 1]
+    );
+    assert_eq!(get_count(&mut redis, &total_key).await, 5);
+    assert_eq!(dlq_records(&env).await, 0, "waiting is never dead-lettered");
+}
+
 #[tokio::test]
 async fn dlq_replay_round_trip_with_the_replay_cap() {
     let env = Env::new().await;

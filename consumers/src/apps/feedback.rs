@@ -142,7 +142,7 @@ impl Handler for FeedbackHandler {
                             f.decision_id, s.join_ttl_ms
                         ))
                     } else {
-                        HandlerError::Transient(format!("decision {} not seen yet", f.decision_id))
+                        HandlerError::NotYet(format!("decision {} not seen yet", f.decision_id))
                     });
                 };
                 let start = window_start(f.envelope.timestamp, s.window_ms);
