@@ -26,15 +26,31 @@ pub const EVENT_TYPE: EventType = EventType::AgentCompleted;
 /// Events each producer sends before measuring.
 const WARM_UP: u64 = 1_000;
 
-#[derive(Debug, Clone)]
+/// What one run measures against which stack (also `opal-bench run`'s flags).
+#[derive(Debug, Clone, clap::Args)]
 pub struct RunOptions {
+    #[command(flatten)]
     pub kafka: KafkaArgs,
+    #[command(flatten)]
     pub registry: RegistryArgs,
+    #[arg(
+        long,
+        env = "REDIS_URL",
+        default_value = "redis://127.0.0.1:6379",
+        hide_env_values = true
+    )]
     pub redis_url: String,
-    /// What the broker stores to (`sqlite`, `memory`), for the report.
+    /// The broker's storage, as named in the report (sqlite, memory).
+    #[arg(long)]
     pub storage: String,
+    /// Events in the throughput phases.
+    #[arg(long, default_value_t = 100_000)]
     pub events: u64,
+    /// Fixed rates (events/s) of the latency phases.
+    #[arg(long, value_delimiter = ',', default_value = "5000,10000,20000")]
     pub rates: Vec<u64>,
+    /// Seconds of traffic per latency phase.
+    #[arg(long, default_value_t = 5)]
     pub latency_secs: u64,
 }
 

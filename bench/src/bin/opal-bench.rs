@@ -7,7 +7,6 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use opal_bench::{report, run};
-use opal_topics::{KafkaArgs, RegistryArgs};
 
 #[derive(Parser)]
 #[command(
@@ -37,28 +36,8 @@ enum Command {
 #[derive(Args)]
 struct RunArgs {
     #[command(flatten)]
-    kafka: KafkaArgs,
-    #[command(flatten)]
-    registry: RegistryArgs,
-    #[arg(
-        long,
-        env = "REDIS_URL",
-        default_value = "redis://127.0.0.1:6379",
-        hide_env_values = true
-    )]
-    redis_url: String,
-    /// The broker's storage, as named in the report (sqlite, memory).
-    #[arg(long)]
-    storage: String,
-    /// Events in the throughput phases.
-    #[arg(long, default_value_t = 100_000)]
-    events: u64,
-    /// Fixed rates (events/s) of the latency phases.
-    #[arg(long, value_delimiter = ',', default_value = "5000,10000,20000")]
-    rates: Vec<u64>,
-    /// Seconds of traffic per latency phase.
-    #[arg(long, default_value_t = 5)]
-    latency_secs: u64,
+    options: run::RunOptions,
+    /// Where to write the run's result (JSON).
     #[arg(long)]
     out: PathBuf,
 }
@@ -68,25 +47,7 @@ async fn main() -> anyhow::Result<()> {
     opal_topics::telemetry::init_tracing(opal_topics::telemetry::LogFormat::Text);
     match Cli::parse().command {
         Command::Run(args) => {
-            let RunArgs {
-                kafka,
-                registry,
-                redis_url,
-                storage,
-                events,
-                rates,
-                latency_secs,
-                out,
-            } = *args;
-            let options = run::RunOptions {
-                kafka,
-                registry,
-                redis_url,
-                storage,
-                events,
-                rates,
-                latency_secs,
-            };
+            let RunArgs { options, out } = *args;
             let result = run::run(&options).await?;
             std::fs::write(&out, serde_json::to_string_pretty(&result)?)
                 .with_context(|| format!("write {}", out.display()))?;
