@@ -52,11 +52,7 @@ stop_consumers() {
 trap stop_consumers EXIT
 declare -A ports=([diagnostics]=9101 [recommendations]=9102 [feedback]=9103 [forecast]=9104)
 for name in diagnostics recommendations feedback forecast; do
-    extra=()
-    # Partitions are consumed concurrently, so event time arrives a little out of
-    # order across them: allow 15 minutes of lateness on 5-minute buckets.
-    [ "$name" = forecast ] && extra=(--bucket-secs 300 --lateness-secs 900)
-    $BIN/$name-consumer --http-listen "127.0.0.1:${ports[$name]}" "${extra[@]}" >"$LOGS/demo-$name.log" 2>&1 &
+    $BIN/$name-consumer --http-listen "127.0.0.1:${ports[$name]}" >"$LOGS/demo-$name.log" 2>&1 &
     pids+=($!)
     echo "$name-consumer pid $! on :${ports[$name]} (log $LOGS/demo-$name.log)"
 done
@@ -131,6 +127,8 @@ for series in demand:acme demand:globex latency:slow-agent; do
     curl -s "127.0.0.1:9104/forecasts/$series" | python3 -c "import json,sys; f=json.load(sys.stdin); print(f\"{f['series']:<20} next {f['points'][0]['value']:8.1f} [{f['points'][0]['lower']:.1f}, {f['points'][0]['upper']:.1f}]  MAE {f['mae']}\")" \
         2>/dev/null || echo "$series: no forecast yet"
 done
+late=$(curl -s 127.0.0.1:9104/metrics | awk '/^opal_forecast_late_events_total/ {print $2}')
+echo "events behind their partition's watermark, dropped: ${late:-0}"
 
 step "dead letters"
 for group in opal-diagnostics opal-recommendations opal-feedback opal-forecasts; do

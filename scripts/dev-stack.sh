@@ -155,7 +155,10 @@ wait_for() {
             [ -f "$(service_log "$service")" ] && tail -15 "$(service_log "$service")" >&2
             return 1
         fi
-        if [ -f "$(pid_file "$service")" ] && ! our_pid "$service" >/dev/null; then
+        # Only a process that is gone counts as exited: just after the launch its
+        # command line is still the launching shell's, which our_pid would
+        # mistake for a reused pid.
+        if [ -f "$(pid_file "$service")" ] && ! kill -0 "$(cat "$(pid_file "$service")")" 2>/dev/null; then
             say "$service exited during start-up; log: $(service_log "$service")"
             tail -15 "$(service_log "$service")" >&2
             return 1

@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use opal_consumers::{Effects, Handler, HandlerError, Runtime, RuntimeArgs, StateReader};
+use opal_consumers::{Effects, Handler, HandlerError, Runtime, RuntimeArgs, Source, StateReader};
 use opal_schemas::{Event, EventType};
 use tokio_util::sync::CancellationToken;
 
@@ -24,7 +24,12 @@ impl Handler for NoopHandler {
         vec![self.input]
     }
 
-    async fn handle(&self, event: &Event, _state: &StateReader) -> Result<Effects, HandlerError> {
+    async fn handle(
+        &self,
+        event: &Event,
+        _source: &Source,
+        _state: &StateReader,
+    ) -> Result<Effects, HandlerError> {
         // The envelope timestamp is set when the producer builds the event.
         self.recorder.arrived(event.envelope().timestamp);
         Ok(Effects::none())

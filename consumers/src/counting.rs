@@ -14,7 +14,7 @@ use std::sync::Mutex;
 
 use opal_schemas::{Event, EventType};
 
-use crate::handler::{Effects, Handler, HandlerError, StateOp, StateReader};
+use crate::handler::{Effects, Handler, HandlerError, Source, StateOp, StateReader};
 
 pub struct CountingHandler {
     prefix: String,
@@ -56,7 +56,12 @@ impl Handler for CountingHandler {
         self.inputs.clone()
     }
 
-    async fn handle(&self, event: &Event, _state: &StateReader) -> Result<Effects, HandlerError> {
+    async fn handle(
+        &self,
+        event: &Event,
+        _source: &Source,
+        _state: &StateReader,
+    ) -> Result<Effects, HandlerError> {
         let id = &event.envelope().event_id;
         if let Event::KnowledgeUpserted(k) = event {
             if let Some(n) = k

@@ -38,6 +38,9 @@ impl From<redis::RedisError> for HandlerError {
     }
 }
 
+/// The name of [`StateOp::expect`]'s guard in the apply script.
+pub(crate) const EXPECT: &str = "OPAL.EXPECT";
+
 /// One Redis command, applied atomically with the event's done-mark.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StateOp(pub(crate) Vec<Vec<u8>>);
@@ -50,6 +53,19 @@ impl StateOp {
     pub fn arg<T: ToRedisArgs>(mut self, arg: T) -> Self {
         self.0.extend(arg.to_redis_args());
         self
+    }
+
+    /// A guard, not a command: the event's effects apply only if `key` still
+    /// holds `value` (`None`: does not exist); otherwise nothing is applied and
+    /// the runtime handles the event again on fresh state. For state that
+    /// events of several partitions read and rewrite (optimistic concurrency,
+    /// like `WATCH`); meaningful only with [`Handler::reads_own_state`].
+    pub fn expect(key: &str, value: Option<&str>) -> Self {
+        let op = StateOp::cmd(EXPECT).arg(key);
+        match value {
+            Some(v) => op.arg(v),
+            None => op,
+        }
     }
 
     /// The command and its arguments, as sent to Redis.
@@ -111,6 +127,29 @@ impl StateReader {
     }
 }
 
+/// Where an event was read from. Handlers that aggregate across partitions
+/// (event-time watermarks) need it; most ignore it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Source {
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+    /// How many partitions the topic has (0 if unknown).
+    pub partitions: i32,
+}
+
+impl Source {
+    /// A source for handler tests.
+    pub fn test(topic: &str, partition: i32, partitions: i32) -> Self {
+        Source {
+            topic: topic.to_owned(),
+            partition,
+            offset: 0,
+            partitions,
+        }
+    }
+}
+
 /// Business logic over decoded events.
 pub trait Handler: Send + Sync + 'static {
     /// Name used in metric labels and logs (`diagnostics`, `recommendations`, ...).
@@ -126,10 +165,11 @@ pub trait Handler: Send + Sync + 'static {
         false
     }
 
-    /// Processes one event.
+    /// Processes one event read from `source`.
     fn handle(
         &self,
         event: &Event,
+        source: &Source,
         state: &StateReader,
     ) -> impl Future<Output = Result<Effects, HandlerError>> + Send;
 }

@@ -39,7 +39,8 @@ return out
 
 /// KEYS = idempotency keys; ARGV = token, done ttl (s), then per key: op count,
 /// then per op: argc, args... Per key: 1 = applied and marked done, 2 = already
-/// done (nothing applied), 0 = the lease is not ours (nothing applied).
+/// done (nothing applied), 0 = the lease is not ours (nothing applied), 3 = a
+/// guard (`OPAL.EXPECT key [value]`) failed: nothing applied, the lease kept.
 const APPLY: &str = r#"
 local out = {}
 local i = 3
@@ -48,22 +49,33 @@ for k, key in ipairs(KEYS) do
   local mine = current == ARGV[1]
   local ops = tonumber(ARGV[i])
   i = i + 1
+  local commands = {}
+  local fresh = true
   for _ = 1, ops do
     local argc = tonumber(ARGV[i])
     if mine then
       local args = {}
       for a = 1, argc do args[a] = ARGV[i + a] end
-      redis.call(unpack(args))
+      if args[1] == 'OPAL.EXPECT' then
+        local now = redis.call('GET', args[2])
+        if now == false then now = nil end
+        if now ~= args[3] then fresh = false end
+      else
+        commands[#commands + 1] = args
+      end
     end
     i = i + argc + 1
   end
   if current == 'done' then
     out[k] = 2
-  elseif mine then
+  elseif not mine then
+    out[k] = 0
+  elseif not fresh then
+    out[k] = 3
+  else
+    for _, args in ipairs(commands) do redis.call(unpack(args)) end
     redis.call('SET', key, 'done', 'EX', ARGV[2])
     out[k] = 1
-  else
-    out[k] = 0
   end
 end
 return out
@@ -88,6 +100,9 @@ pub enum Applied {
     AlreadyDone,
     /// Our lease expired and was not renewed: nothing applied; process again.
     LeaseLost,
+    /// State a guard watched changed since the handler read it: nothing
+    /// applied; handle again on fresh state.
+    Conflict,
 }
 
 #[derive(Clone)]
@@ -177,6 +192,7 @@ impl Idempotency {
             .map(|r| match r {
                 1 => Applied::Applied,
                 2 => Applied::AlreadyDone,
+                3 => Applied::Conflict,
                 _ => Applied::LeaseLost,
             })
             .collect())

@@ -24,5 +24,5 @@ pub mod serve;
 pub mod shutdown;
 
 pub use config::RuntimeArgs;
-pub use handler::{Effects, Handler, HandlerError, StateOp, StateReader};
+pub use handler::{Effects, Handler, HandlerError, Source, StateOp, StateReader};
 pub use runtime::Runtime;

@@ -12,15 +12,15 @@
 //! for another input (a join) parks its partition: the partition is paused and
 //! rewound to that event and resumed a moment later, while the others go on.
 
-use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use futures::future::join_all;
 use opal_producers::{Publisher, PublisherConfig};
-use opal_schemas::{Codec, Event, validate};
+use opal_schemas::{Codec, Event, EventType, validate};
 use rdkafka::TopicPartitionList;
 use rdkafka::client::ClientContext;
 use rdkafka::config::ClientConfig;
@@ -35,7 +35,7 @@ use tracing::{Instrument, debug, info, info_span, warn};
 use crate::classify::{FailureClass, ProcessingError, classify};
 use crate::config::RuntimeArgs;
 use crate::dlq::{DeadLetter, DlqWriter};
-use crate::handler::{Effects, Handler, HandlerError, StateReader};
+use crate::handler::{Effects, Handler, HandlerError, Source, StateReader};
 use crate::health::Health;
 use crate::idempotency::{Applied, Idempotency, Lease};
 use crate::metrics::ConsumerMetrics;
@@ -43,15 +43,28 @@ use crate::metrics::ConsumerMetrics;
 /// How long a parked partition waits before its waiting event is tried again.
 const PARK_FOR: Duration = Duration::from_secs(1);
 
+/// How many times an event whose guarded state changed under it is handled
+/// again at once before its partition waits for the batch's next round.
+const CONFLICT_RETRIES: u32 = 5;
+
 /// Namespace of emitted events' derived ids.
 const EMIT_NAMESPACE: uuid::Uuid = uuid::Uuid::from_u128(0x6f70_616c_2d65_6d69_742d_6e73_0000_0001);
 
-/// The event id of the `index`-th event emitted while `group` processed `input_id`:
-/// the same input always yields the same ids, so downstream dedupes re-emits.
-pub fn derived_event_id(group: &str, input_id: &str, index: usize) -> String {
+/// The event id of the `nth` event of type `event_type` with key `key` emitted
+/// while `group` processed `input_id`: the same input always yields the same
+/// ids, so downstream dedupes re-emits. Counting per type and key (not over all
+/// emits) keeps an id on the same content when a handler, run again on fresher
+/// state (a guard conflict), emits more events than before.
+pub fn derived_event_id(
+    group: &str,
+    input_id: &str,
+    event_type: EventType,
+    key: &str,
+    nth: usize,
+) -> String {
     uuid::Uuid::new_v5(
         &EMIT_NAMESPACE,
-        format!("{group}/{input_id}/{index}").as_bytes(),
+        format!("{group}/{input_id}/{event_type}/{key}/{nth}").as_bytes(),
     )
     .to_string()
 }
@@ -146,6 +159,8 @@ pub struct Runtime<H: Handler> {
     metrics: ConsumerMetrics,
     health: Arc<Health>,
     cancel: CancellationToken,
+    /// Partition counts of the input topics, from metadata (see [`Source`]).
+    partition_counts: Mutex<HashMap<String, i32>>,
 }
 
 impl<H: Handler> Runtime<H> {
@@ -245,6 +260,7 @@ impl<H: Handler> Runtime<H> {
             metrics,
             health,
             cancel,
+            partition_counts: Mutex::new(HashMap::new()),
         })
     }
 
@@ -271,6 +287,11 @@ impl<H: Handler> Runtime<H> {
     /// Consumes until cancelled, then finishes the batch in hand, commits and flushes.
     pub async fn run(self) -> anyhow::Result<()> {
         let topics: Vec<&str> = self.topics.iter().map(String::as_str).collect();
+        // Partition counts before the group forms: a metadata request made while
+        // the consumer joins can time out.
+        for topic in &topics {
+            self.partition_count(topic, 0).await;
+        }
         self.consumer.subscribe(&topics).context("subscribe")?;
         info!(group = %self.group, topics = ?self.topics, "consuming");
         let checker = tokio::spawn(health_checks(
@@ -499,17 +520,21 @@ impl<H: Handler> Runtime<H> {
             };
             let mut by_partition: BTreeMap<(String, i32), Vec<usize>> = BTreeMap::new();
             let mut waiting = false;
+            // An event held elsewhere (a crashed or revoked instance's lease) holds
+            // back the rest of its partition: handling the events after it first
+            // would apply them out of order.
+            let mut held: Vec<(String, i32)> = Vec::new();
             for (i, lease) in pending.into_iter().zip(leases) {
+                let m = &items[i].message;
+                let partition = (m.topic().to_owned(), m.partition());
                 match lease {
                     Lease::Done => items[i].outcome = Some(Outcome::Duplicate),
-                    Lease::HeldElsewhere => waiting = true,
-                    Lease::Acquired => {
-                        let m = &items[i].message;
-                        by_partition
-                            .entry((m.topic().to_owned(), m.partition()))
-                            .or_default()
-                            .push(i);
+                    Lease::HeldElsewhere => {
+                        waiting = true;
+                        held.push(partition);
                     }
+                    Lease::Acquired if held.contains(&partition) => {}
+                    Lease::Acquired => by_partition.entry(partition).or_default().push(i),
                 }
             }
             let handled = join_all(by_partition.into_values().map(|indices| {
@@ -591,7 +616,7 @@ impl<H: Handler> Runtime<H> {
         match applied {
             Applied::Applied => item.outcome = Some(Outcome::Processed),
             Applied::AlreadyDone => item.outcome = Some(Outcome::Duplicate),
-            Applied::LeaseLost => *waiting = true,
+            Applied::LeaseLost | Applied::Conflict => *waiting = true,
         }
     }
 
@@ -602,7 +627,17 @@ impl<H: Handler> Runtime<H> {
         events: Vec<(usize, Event, OwnedMessage)>,
     ) -> Vec<(usize, Event, Handled, u32)> {
         let mut out = Vec::with_capacity(events.len());
+        let Some((_, _, first)) = events.first() else {
+            return out;
+        };
+        let partitions = self.partition_count(first.topic(), first.partition()).await;
         for (i, event, message) in events {
+            let source = Source {
+                topic: message.topic().to_owned(),
+                partition: message.partition(),
+                offset: message.offset(),
+                partitions,
+            };
             let span = info_span!(
                 "event",
                 event_id = %event.envelope().event_id,
@@ -611,16 +646,38 @@ impl<H: Handler> Runtime<H> {
                 partition = message.partition(),
                 offset = message.offset(),
             );
-            let (mut handled, retries) = self.handle_with_retries(&event).instrument(span).await;
-            if let (true, Handled::Effects(effects)) = (self.handler.reads_own_state(), &handled) {
-                handled = match self.commit_effects(&[(&event, effects)]).await {
-                    Ok(applied) => {
-                        Handled::Committed(applied.first().copied().unwrap_or(Applied::LeaseLost))
-                    }
-                    Err(e) => Handled::Down(e),
-                };
-            }
-            let stop = matches!(handled, Handled::Down(_) | Handled::Parked(_));
+            let mut conflicts = 0;
+            let (handled, retries) = loop {
+                let (mut handled, retries) = self
+                    .handle_with_retries(&event, &source)
+                    .instrument(span.clone())
+                    .await;
+                if let (true, Handled::Effects(effects)) =
+                    (self.handler.reads_own_state(), &handled)
+                {
+                    handled = match self.commit_effects(&[(&event, effects)]).await {
+                        Ok(applied) => Handled::Committed(
+                            applied.first().copied().unwrap_or(Applied::LeaseLost),
+                        ),
+                        Err(e) => Handled::Down(e),
+                    };
+                }
+                // Another partition changed the state this event read: read it again.
+                if matches!(handled, Handled::Committed(Applied::Conflict))
+                    && conflicts < CONFLICT_RETRIES
+                {
+                    conflicts += 1;
+                    debug!(parent: &span, conflicts, "guarded state changed; handling again");
+                    continue;
+                }
+                break (handled, retries);
+            };
+            let stop = matches!(
+                handled,
+                Handled::Down(_)
+                    | Handled::Parked(_)
+                    | Handled::Committed(Applied::Conflict | Applied::LeaseLost)
+            );
             out.push((i, event, handled, retries));
             if stop {
                 break;
@@ -629,12 +686,49 @@ impl<H: Handler> Runtime<H> {
         out
     }
 
+    /// The partition count of `topic` from metadata, fetched once and again
+    /// when a partition beyond it shows up; 0 while the broker cannot say.
+    async fn partition_count(&self, topic: &str, partition: i32) -> i32 {
+        let known = self
+            .partition_counts
+            .lock()
+            .ok()
+            .and_then(|c| c.get(topic).copied());
+        if let Some(count) = known.filter(|c| partition < *c) {
+            return count;
+        }
+        let consumer = self.consumer.clone();
+        let name = topic.to_owned();
+        let fetched = tokio::task::spawn_blocking(move || {
+            consumer
+                .fetch_metadata(Some(&name), Duration::from_secs(5))
+                .ok()
+                .and_then(|m| m.topics().first().map(|t| t.partitions().len() as i32))
+        })
+        .await
+        .ok()
+        .flatten()
+        .filter(|count| *count > 0);
+        match fetched {
+            Some(count) => {
+                if let Ok(mut counts) = self.partition_counts.lock() {
+                    counts.insert(topic.to_owned(), count);
+                }
+                count
+            }
+            None => {
+                warn!(topic, "partition count unknown: topic metadata unavailable");
+                0
+            }
+        }
+    }
+
     /// Calls the handler, retrying transient failures with backoff and jitter.
-    async fn handle_with_retries(&self, event: &Event) -> (Handled, u32) {
+    async fn handle_with_retries(&self, event: &Event, source: &Source) -> (Handled, u32) {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let error = match self.handler.handle(event, &self.state).await {
+            let error = match self.handler.handle(event, source, &self.state).await {
                 Ok(effects) => match self.check_emits(event, &effects) {
                     Ok(()) => return (Handled::Effects(effects), attempt - 1),
                     Err(reason) => ProcessingError::Handler(HandlerError::Invalid(reason)),
@@ -668,15 +762,25 @@ impl<H: Handler> Runtime<H> {
     }
 
     fn prepare_emits(&self, input: &Event, effects: &Effects) -> Vec<Event> {
+        let mut seen: HashMap<(EventType, String), usize> = HashMap::new();
         effects
             .emits
             .iter()
-            .enumerate()
-            .map(|(index, event)| {
+            .map(|event| {
                 let mut event = event.clone();
+                let nth = seen
+                    .entry((event.event_type(), event.key().to_owned()))
+                    .or_insert(0);
+                let id = derived_event_id(
+                    &self.group,
+                    &input.envelope().event_id,
+                    event.event_type(),
+                    event.key(),
+                    *nth,
+                );
+                *nth += 1;
                 let envelope = event.envelope_mut();
-                envelope.event_id =
-                    derived_event_id(&self.group, &input.envelope().event_id, index);
+                envelope.event_id = id;
                 envelope.correlation_id = input.envelope().correlation_id.clone();
                 self.publisher.fill_envelope(&mut event);
                 event

@@ -322,8 +322,69 @@ async fn views(ports: [u16; 4]) -> serde_json::Value {
     serde_json::Value::Object(out)
 }
 
-/// Waits until the views stop changing (and, with `excluded`, show acme's exclusion).
-async fn settled(ports: [u16; 4], excluded: bool) -> serde_json::Value {
+/// Each of `start_all`'s consumer groups (short name) with its input topics.
+const GROUPS: [(&str, &[EventType]); 4] = [
+    (
+        "diag",
+        &[
+            EventType::WorkflowStarted,
+            EventType::AgentCompleted,
+            EventType::WorkflowCompleted,
+        ],
+    ),
+    (
+        "reco",
+        &[
+            EventType::DecisionGenerated,
+            EventType::UserPreferencesUpdated,
+        ],
+    ),
+    (
+        "fb",
+        &[EventType::DecisionGenerated, EventType::FeedbackSubmitted],
+    ),
+    (
+        "fc",
+        &[EventType::WorkflowStarted, EventType::AgentCompleted],
+    ),
+];
+
+/// Events a consumer has settled (processed, duplicate or dead-lettered), from its metrics.
+async fn consumed(port: u16) -> u64 {
+    let Some((_, text)) = http_get(port, "/metrics").await else {
+        return 0;
+    };
+    text.lines()
+        .filter(|l| l.starts_with("opal_events_consumed_total") && !l.contains("retried"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>() as u64
+}
+
+/// Records the four groups have not committed yet.
+async fn total_lag(env: &Env) -> i64 {
+    let kafka = env.kafka();
+    let groups: Vec<(String, Vec<String>)> = GROUPS
+        .iter()
+        .map(|(name, inputs)| {
+            (
+                format!("{}{name}", env.prefix),
+                inputs.iter().map(|t| env.topic(*t)).collect(),
+            )
+        })
+        .collect();
+    tokio::task::spawn_blocking(move || {
+        groups
+            .iter()
+            .map(|(group, topics)| group_lag(&kafka, group, topics))
+            .sum()
+    })
+    .await
+    .expect("lag")
+}
+
+/// Waits until every group has committed everything and the views have stopped
+/// changing (and, with `excluded`, show acme's exclusion).
+async fn settled(env: &Env, ports: [u16; 4], excluded: bool) -> serde_json::Value {
     let mut last = serde_json::Value::Null;
     let mut calm = 0;
     for _ in 0..180 {
@@ -332,13 +393,17 @@ async fn settled(ports: [u16; 4], excluded: bool) -> serde_json::Value {
         let has_exclusion = now["reco:acme"]["preferences"]["excluded_categories"]
             .as_array()
             .is_some_and(|a| !a.is_empty());
-        calm = if now == last && now["reco:acme"].is_object() && has_exclusion == excluded {
+        calm = if now == last
+            && now["reco:acme"].is_object()
+            && has_exclusion == excluded
+            && total_lag(env).await == 0
+        {
             calm + 1
         } else {
             0
         };
         last = now;
-        if calm >= 4 {
+        if calm >= 3 {
             return last;
         }
     }
@@ -351,18 +416,11 @@ async fn settled(ports: [u16; 4], excluded: bool) -> serde_json::Value {
 /// the restarts the feedback consumer may see feedback before the decisions it
 /// joins to; that feedback parks its partition instead of being dead-lettered.
 ///
-/// Runs only with `OPAL_CRASH_TESTS=1`: it fails today, on the forecasts only.
-/// The diagnostics totals, recommendations and preference updates match the
-/// control run, but one forecast series differs: the forecast consumer keeps one
-/// watermark per input stream, not per partition, so which late events it drops
-/// (and so its Holt state) depends on how partitions interleave after the
-/// restart. Per-partition watermarks would make it deterministic; not built.
+/// The forecasts take part because their watermarks are per partition: what
+/// is dropped as late and what each bucket holds do not depend on how the
+/// partitions interleave after a restart.
 #[tokio::test]
 async fn restarting_each_consumer_mid_stream_changes_nothing() {
-    if std::env::var("OPAL_CRASH_TESTS").as_deref() != Ok("1") {
-        eprintln!("skipped: set OPAL_CRASH_TESTS=1 (fails on the forecasts, see the comment)");
-        return;
-    }
     let now = opal_consumers::apps::clock::Clock::now_ms(&opal_consumers::apps::clock::SystemClock);
     let scenario = Scenario {
         workflows: 60,
@@ -376,27 +434,62 @@ async fn restarting_each_consumer_mid_stream_changes_nothing() {
     let control_ports = [free_port(), free_port(), free_port(), free_port()];
     let running = start_all(&control, control_ports);
     publish(&control, &scenario, Phase::Decisions).await;
-    settled(control_ports, false).await;
+    settled(&control, control_ports, false).await;
     publish(&control, &scenario, Phase::Feedback).await;
-    let expected = settled(control_ports, true).await;
+    let expected = settled(&control, control_ports, true).await;
     drop(running);
+    for series in ["demand:acme", "latency:slow-agent"] {
+        assert!(
+            expected[format!("forecast:{series}")]["points"]
+                .as_array()
+                .is_some_and(|p| !p.is_empty()),
+            "the control run forecasts {series}: {expected}"
+        );
+    }
 
     // The same traffic, with every consumer killed -9 mid-stream and restarted.
     let crashed = Env::new().await;
+    eprintln!(
+        "control run under prefix {}, restarted run under {}",
+        control.prefix, crashed.prefix
+    );
     let ports = [free_port(), free_port(), free_port(), free_port()];
     let mut running = start_all(&crashed, ports);
     publish(&crashed, &scenario, Phase::Decisions).await;
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // Kill once every consumer is under way, while records are still uncommitted.
+    for port in ports {
+        wait_until(
+            Duration::from_secs(60),
+            "every consumer under way",
+            || async move { consumed(port).await > 0 },
+        )
+        .await;
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let lag_at_kill = total_lag(&crashed).await;
     for process in &mut running {
         process.0.kill().expect("kill -9");
         let _ = process.0.wait();
     }
+    eprintln!("killed with {lag_at_kill} records uncommitted across the four groups");
+    assert!(lag_at_kill > 0, "the kill came mid-stream");
     let _restarted = start_all(&crashed, ports);
-    settled(ports, false).await;
+    settled(&crashed, ports, false).await;
     publish(&crashed, &scenario, Phase::Feedback).await;
-    let got = settled(ports, true).await;
+    let got = settled(&crashed, ports, true).await;
 
-    assert_eq!(got, expected, "state and outputs as without the restart");
+    let differing: Vec<String> = expected
+        .as_object()
+        .into_iter()
+        .flatten()
+        .filter(|(view, value)| got.get(view.as_str()) != Some(*value))
+        .map(|(view, value)| format!("{view}:\n  restarted: {}\n  control:   {value}", got[view]))
+        .collect();
+    assert!(
+        differing.is_empty() && got == expected,
+        "state and outputs as without the restart; differing views:\n{}",
+        differing.join("\n")
+    );
     assert_eq!(
         distinct_emits(&crashed).await,
         distinct_emits(&control).await,

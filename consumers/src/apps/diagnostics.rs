@@ -14,7 +14,7 @@ use redis::AsyncCommands;
 use serde::Serialize;
 
 use crate::apps::clock::Clock;
-use crate::handler::{Effects, Handler, HandlerError, StateOp, StateReader};
+use crate::handler::{Effects, Handler, HandlerError, Source, StateOp, StateReader};
 
 /// The Redis namespace of this consumer's state: topic prefix, then `<topic prefix>opal:diag:`.
 pub fn namespace(topic_prefix: &str) -> String {
@@ -123,7 +123,12 @@ impl Handler for DiagnosticsHandler {
         ]
     }
 
-    async fn handle(&self, event: &Event, _state: &StateReader) -> Result<Effects, HandlerError> {
+    async fn handle(
+        &self,
+        event: &Event,
+        _source: &Source,
+        _state: &StateReader,
+    ) -> Result<Effects, HandlerError> {
         let ts = event.envelope().timestamp;
         let ns = &self.ns;
         let counters = format!("{ns}counters");

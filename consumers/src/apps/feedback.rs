@@ -14,7 +14,7 @@ use opal_schemas::{Event, EventType};
 use redis::AsyncCommands;
 
 use crate::apps::clock::Clock;
-use crate::handler::{Effects, Handler, HandlerError, StateOp, StateReader};
+use crate::handler::{Effects, Handler, HandlerError, Source, StateOp, StateReader};
 
 /// The Redis namespace of this consumer's state: topic prefix, then `opal:fb:`.
 pub fn namespace(topic_prefix: &str) -> String {
@@ -111,7 +111,12 @@ impl Handler for FeedbackHandler {
         true
     }
 
-    async fn handle(&self, event: &Event, state: &StateReader) -> Result<Effects, HandlerError> {
+    async fn handle(
+        &self,
+        event: &Event,
+        _source: &Source,
+        state: &StateReader,
+    ) -> Result<Effects, HandlerError> {
         let s = &self.settings;
         let ns = &self.ns;
         match event {

@@ -1,10 +1,20 @@
 //! Forecasts: event-time buckets of workflow demand per client and agent
-//! latency per agent. The watermark is the largest event time seen minus the
-//! allowed lateness; events behind it are counted and dropped. When the
-//! watermark passes a bucket's end, the bucket closes: its value updates a Holt
-//! linear (level + trend) model of the series, which emits
+//! latency per agent. Each partition of an input topic has a watermark: the
+//! largest event time seen on it minus the allowed lateness; an event behind
+//! its own partition's watermark is counted and dropped. The stream's
+//! watermark is the slowest partition's (none until every partition has been
+//! seen); when it passes a bucket's end, the bucket closes: its value updates a
+//! Holt linear (level + trend) model of the series, which emits
 //! `opal.forecast.generated` with the next K buckets and 80 % intervals from the
 //! spread of its one-step-ahead errors, and tracks their mean absolute error.
+//!
+//! So what is dropped and what each bucket holds depend only on each
+//! partition's order, not on how partitions interleave: a restart, a rebalance
+//! or another replica gives the same forecasts. A partition that never gets an
+//! event holds the stream's watermark back (as in Kafka Streams and Flink
+//! without idleness).
+
+use std::collections::HashMap;
 
 use opal_schemas::events::{ForecastGenerated, ForecastPoint};
 use opal_schemas::{Event, EventType};
@@ -13,7 +23,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::apps::feedback::envelope_at;
 use crate::apps::recommendations::to_json;
-use crate::handler::{Effects, Handler, HandlerError, StateOp, StateReader};
+use crate::handler::{Effects, Handler, HandlerError, Source, StateOp, StateReader};
 
 /// The Redis namespace of this consumer's state: topic prefix, then `opal:fc:`.
 pub fn namespace(topic_prefix: &str) -> String {
@@ -151,25 +161,41 @@ impl Handler for ForecastHandler {
         true
     }
 
-    async fn handle(&self, event: &Event, state: &StateReader) -> Result<Effects, HandlerError> {
+    async fn handle(
+        &self,
+        event: &Event,
+        source: &Source,
+        state: &StateReader,
+    ) -> Result<Effects, HandlerError> {
         let s = &self.settings;
         let ns = &self.ns;
         let Some((series, value)) = observation(event) else {
             return Ok(Effects::none());
         };
+        if source.partitions <= 0 {
+            return Err(HandlerError::DependencyDown(format!(
+                "partition count of {} unknown (no topic metadata)",
+                source.topic
+            )));
+        }
         let ts = event.envelope().timestamp;
-        // One watermark per input stream (demand from workflow.started, latency from
-        // agent.completed): topics are consumed at their own pace, and a shared
-        // watermark would let one topic's progress make the other's events late.
+        // One watermark per input stream (demand from workflow.started, latency
+        // from agent.completed), each the slowest of its partitions' watermarks.
         let kind = series.split(':').next().unwrap_or("series");
-        let max_key = format!("{ns}max_event_time:{kind}");
+        let max_key = format!("{ns}max:{kind}");
+        let version_key = format!("{ns}version:{kind}");
         let open_key = format!("{ns}open:{kind}");
         let mut redis = state.connection();
-        let max_seen: Option<i64> = redis.get(&max_key).await?;
-        let current = max_seen
-            .map(|m| watermark(m, s.lateness_ms))
-            .unwrap_or(i64::MIN);
-        if is_late(ts, current, s.bucket_ms) {
+        // Read first: the guard below then covers everything read after it.
+        let version: Option<String> = redis.get(&version_key).await?;
+        let mut maxes: HashMap<i32, i64> = redis.hgetall(&max_key).await?;
+        maxes.retain(|partition, _| *partition < source.partitions);
+        let own = maxes.get(&source.partition).copied();
+        // Lateness is judged by the event's own partition: that depends only on
+        // the partition's order, never on how partitions interleave.
+        if let Some(own) = own
+            && is_late(ts, watermark(own, s.lateness_ms), s.bucket_ms)
+        {
             self.late_events.inc();
             return Ok(Effects::none());
         }
@@ -185,12 +211,39 @@ impl Handler for ForecastHandler {
                 .arg(&open_key)
                 .arg(start + s.bucket_ms)
                 .arg(format!("{series}|{start}")));
-        let max = max_seen.unwrap_or(ts).max(ts);
-        effects.push(StateOp::cmd("SET").arg(&max_key).arg(max));
+        if own.is_some_and(|own| own >= ts) {
+            // The watermark does not move: nothing closes.
+            return Ok(effects);
+        }
+        // The partition's watermark moves. Every such change is applied only on
+        // the state it was computed from (a guard), so the buckets closed after
+        // each change are exactly those the watermark has passed, whatever the
+        // interleaving of partitions or replicas.
+        maxes.insert(source.partition, ts);
+        effects.push(StateOp::expect(&version_key, version.as_deref()));
+        effects.push(StateOp::cmd("INCR").arg(&version_key));
+        effects.push(
+            StateOp::cmd("HSET")
+                .arg(&max_key)
+                .arg(source.partition)
+                .arg(ts),
+        );
+        // Until every partition has been seen the stream has no watermark.
+        if maxes.len() < source.partitions as usize {
+            return Ok(effects);
+        }
+        let stream_watermark = maxes
+            .values()
+            .map(|m| watermark(*m, s.lateness_ms))
+            .min()
+            .unwrap_or(i64::MIN);
         // Close every open bucket the new watermark has passed, oldest first.
         let closing: Vec<String> = redis
-            .zrangebyscore(&open_key, "-inf", watermark(max, s.lateness_ms))
+            .zrangebyscore(&open_key, "-inf", stream_watermark)
             .await?;
+        // A series may close several buckets here: each update starts from the
+        // previous one's model, not from what Redis held before this event.
+        let mut models: HashMap<String, Holt> = HashMap::new();
         for member in closing {
             let Some((closed_series, closed_start)) = member.rsplit_once('|') else {
                 continue;
@@ -208,10 +261,14 @@ impl Handler for ForecastHandler {
                 _ => 0.0,
             };
             let model_key = format!("{ns}model:{closed_series}");
-            let model: Option<String> = redis.get(&model_key).await?;
-            let mut model: Holt = model
-                .and_then(|m| serde_json::from_str(&m).ok())
-                .unwrap_or_default();
+            if !models.contains_key(closed_series) {
+                let stored: Option<String> = redis.get(&model_key).await?;
+                let stored = stored
+                    .and_then(|m| serde_json::from_str(&m).ok())
+                    .unwrap_or_default();
+                models.insert(closed_series.to_owned(), stored);
+            }
+            let model = models.entry(closed_series.to_owned()).or_default();
             model.update(observed, s.alpha, s.beta);
             let end = closed_start + s.bucket_ms;
             let points = (1..=s.horizon)
@@ -236,7 +293,7 @@ impl Handler for ForecastHandler {
                 points,
                 mae: model.mae(),
             };
-            effects.push(StateOp::cmd("SET").arg(&model_key).arg(to_json(&model)?));
+            effects.push(StateOp::cmd("SET").arg(&model_key).arg(to_json(&*model)?));
             effects.push(
                 StateOp::cmd("SET")
                     .arg(format!("{ns}latest:{closed_series}"))

@@ -8,7 +8,7 @@ use opal_schemas::{Event, EventType, Recommendation};
 use redis::AsyncCommands;
 use serde::{Deserialize, Serialize};
 
-use crate::handler::{Effects, Handler, HandlerError, StateOp, StateReader};
+use crate::handler::{Effects, Handler, HandlerError, Source, StateOp, StateReader};
 
 /// The Redis namespace of this consumer's state: topic prefix, then `opal:reco:`.
 pub fn namespace(topic_prefix: &str) -> String {
@@ -106,45 +106,65 @@ impl Handler for RecommendationsHandler {
         ]
     }
 
-    /// A preference update re-ranks what is stored: it reads state.
+    /// A preference update re-ranks what is stored: it reads state (guarded).
     fn reads_own_state(&self) -> bool {
         true
     }
 
-    async fn handle(&self, event: &Event, state: &StateReader) -> Result<Effects, HandlerError> {
-        let mut redis = state.connection();
-        let (client, raw, prefs) = match event {
+    async fn handle(
+        &self,
+        event: &Event,
+        _source: &Source,
+        state: &StateReader,
+    ) -> Result<Effects, HandlerError> {
+        // A decision and a preference update of one client come on different
+        // topics and are handled concurrently: each writes only its own input
+        // and ranks with the other's current value, guarded on that value, so
+        // the ranked model is always rank(latest decision, latest preferences),
+        // whatever order the two topics are read in.
+        let (client, own_key, own_value, other_key) = match event {
             Event::DecisionGenerated(d) => {
-                let prefs: Option<String> =
-                    redis.get(key(&self.ns, "prefs", &d.client_name)).await?;
-                let prefs = prefs
-                    .and_then(|p| serde_json::from_str(&p).ok())
-                    .unwrap_or_default();
                 let raw = Raw {
                     decision_id: d.decision_id.clone(),
                     recommendations: d.recommendations.clone(),
                 };
-                (d.client_name.clone(), Some(raw), prefs)
+                (
+                    &d.client_name,
+                    key(&self.ns, "raw", &d.client_name),
+                    to_json(&raw)?,
+                    key(&self.ns, "prefs", &d.client_name),
+                )
             }
             Event::UserPreferencesUpdated(p) => {
-                let raw: Option<String> = redis.get(key(&self.ns, "raw", &p.client_name)).await?;
-                let raw = raw.and_then(|r| serde_json::from_str::<Raw>(&r).ok());
                 let prefs = Preferences {
                     preferred_categories: p.preferred_categories.clone(),
                     excluded_categories: p.excluded_categories.clone(),
                     min_confidence: p.min_confidence,
                 };
-                (p.client_name.clone(), raw, prefs)
+                (
+                    &p.client_name,
+                    key(&self.ns, "prefs", &p.client_name),
+                    to_json(&prefs)?,
+                    key(&self.ns, "raw", &p.client_name),
+                )
             }
             _ => return Ok(Effects::none()),
         };
+        let other: Option<String> = state.connection().get(&other_key).await?;
+        let (raw, prefs) = match event {
+            Event::DecisionGenerated(_) => (Some(own_value.as_str()), other.as_deref()),
+            _ => (other.as_deref(), Some(own_value.as_str())),
+        };
+        let raw = raw.and_then(|r| serde_json::from_str::<Raw>(r).ok());
+        let prefs: Preferences = prefs
+            .and_then(|p| serde_json::from_str(p).ok())
+            .unwrap_or_default();
         let mut effects = Effects::none()
-            .op(StateOp::cmd("SET")
-                .arg(key(&self.ns, "prefs", &client))
-                .arg(to_json(&prefs)?))
+            .op(StateOp::expect(&other_key, other.as_deref()))
+            .op(StateOp::cmd("SET").arg(&own_key).arg(&own_value))
             .op(StateOp::cmd("SADD")
                 .arg(format!("{}clients", self.ns))
-                .arg(&client));
+                .arg(client));
         if let Some(raw) = raw {
             let model = ClientRecommendations {
                 client_name: client.clone(),
@@ -154,12 +174,7 @@ impl Handler for RecommendationsHandler {
             };
             effects.push(
                 StateOp::cmd("SET")
-                    .arg(key(&self.ns, "raw", &client))
-                    .arg(to_json(&raw)?),
-            );
-            effects.push(
-                StateOp::cmd("SET")
-                    .arg(key(&self.ns, "ranked", &client))
+                    .arg(key(&self.ns, "ranked", client))
                     .arg(to_json(&model)?),
             );
         }

@@ -18,7 +18,7 @@ struct Cli {
     /// Bucket width, in seconds.
     #[arg(long, env = "OPAL_FORECAST_BUCKET_SECS", default_value_t = 300)]
     bucket_secs: i64,
-    /// Allowed lateness behind the largest event time, in seconds.
+    /// Allowed lateness behind the largest event time seen on the same partition, in seconds.
     #[arg(long, env = "OPAL_FORECAST_LATENESS_SECS", default_value_t = 60)]
     lateness_secs: i64,
     /// Holt level smoothing.

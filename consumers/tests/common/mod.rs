@@ -249,6 +249,43 @@ pub async fn read_all(kafka: &KafkaArgs, topic: &str, at_least: usize) -> Vec<Ow
     }
 }
 
+/// How many records of `topics` `group` has not committed yet (0 = caught up).
+pub fn group_lag(kafka: &KafkaArgs, group: &str, topics: &[String]) -> i64 {
+    use rdkafka::consumer::BaseConsumer;
+    use rdkafka::{Offset, TopicPartitionList};
+    let consumer: BaseConsumer = kafka
+        .client_config()
+        .expect("config")
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("lag reader");
+    let timeout = Duration::from_secs(5);
+    let mut lag = 0;
+    for topic in topics {
+        let metadata = consumer
+            .fetch_metadata(Some(topic), timeout)
+            .expect("metadata");
+        let mut tpl = TopicPartitionList::new();
+        for p in metadata.topics().iter().flat_map(|t| t.partitions()) {
+            tpl.add_partition(topic, p.id());
+        }
+        let committed = consumer
+            .committed_offsets(tpl, timeout)
+            .expect("committed offsets");
+        for element in committed.elements() {
+            let (low, high) = consumer
+                .fetch_watermarks(topic, element.partition(), timeout)
+                .expect("watermarks");
+            lag += match element.offset() {
+                Offset::Offset(o) => high - o,
+                _ => high - low,
+            };
+        }
+    }
+    lag
+}
+
 pub fn header(message: &OwnedMessage, name: &str) -> Option<String> {
     opal_consumers::dlq::header_text(message, name)
 }
