@@ -129,6 +129,8 @@ for series in demand:acme demand:globex latency:slow-agent; do
 done
 late=$(curl -s 127.0.0.1:9104/metrics | awk '/^opal_forecast_late_events_total/ {print $2}')
 echo "events behind their partition's watermark, dropped: ${late:-0}"
+conflicts=$(curl -s 127.0.0.1:9104/metrics | awk '/^opal_consumer_state_conflicts_total/ {print $2}')
+echo "watermark moves refused by the guard and redone: ${conflicts:-0}"
 
 step "dead letters"
 for group in opal-diagnostics opal-recommendations opal-feedback opal-forecasts; do

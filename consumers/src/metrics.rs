@@ -14,6 +14,8 @@ pub struct ConsumerMetrics {
     pub lag: IntGaugeVec,
     pub dependency_up: IntGaugeVec,
     pub redis_round_trips: IntCounter,
+    /// Applies refused by a guard (the event is handled again).
+    pub state_conflicts: IntCounter,
     pub batches: IntCounter,
     pub last_event_unixtime: Gauge,
     pub publish: PublishMetrics,
@@ -57,6 +59,10 @@ impl ConsumerMetrics {
             "opal_idempotency_round_trips_total",
             "Redis round trips made for idempotency",
         )?;
+        let state_conflicts = IntCounter::new(
+            "opal_consumer_state_conflicts_total",
+            "Applies refused because guarded state changed since the handler read it",
+        )?;
         let batches = IntCounter::new("opal_consumer_batches_total", "Poll batches processed")?;
         let last_event_unixtime = Gauge::new(
             "opal_consumer_last_event_timestamp_seconds",
@@ -68,6 +74,7 @@ impl ConsumerMetrics {
             Box::new(lag.clone()),
             Box::new(dependency_up.clone()),
             Box::new(redis_round_trips.clone()),
+            Box::new(state_conflicts.clone()),
             Box::new(batches.clone()),
             Box::new(last_event_unixtime.clone()),
         ] {
@@ -81,6 +88,7 @@ impl ConsumerMetrics {
             lag,
             dependency_up,
             redis_round_trips,
+            state_conflicts,
             batches,
             last_event_unixtime,
             publish,

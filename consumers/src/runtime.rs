@@ -616,7 +616,11 @@ impl<H: Handler> Runtime<H> {
         match applied {
             Applied::Applied => item.outcome = Some(Outcome::Processed),
             Applied::AlreadyDone => item.outcome = Some(Outcome::Duplicate),
-            Applied::LeaseLost | Applied::Conflict => *waiting = true,
+            Applied::LeaseLost => *waiting = true,
+            Applied::Conflict => {
+                self.metrics.state_conflicts.inc();
+                *waiting = true;
+            }
         }
     }
 
@@ -667,6 +671,7 @@ impl<H: Handler> Runtime<H> {
                     && conflicts < CONFLICT_RETRIES
                 {
                     conflicts += 1;
+                    self.metrics.state_conflicts.inc();
                     debug!(parent: &span, conflicts, "guarded state changed; handling again");
                     continue;
                 }
