@@ -122,18 +122,28 @@ impl Handler for RecommendationsHandler {
         // and ranks with the other's current value, guarded on that value, so
         // the ranked model is always rank(latest decision, latest preferences),
         // whatever order the two topics are read in.
-        let (client, own_key, own_value, other_key) = match event {
+        let (client, own_key, other_key) = match event {
+            Event::DecisionGenerated(d) => (&d.client_name, "raw", "prefs"),
+            Event::UserPreferencesUpdated(p) => (&p.client_name, "prefs", "raw"),
+            _ => return Ok(Effects::none()),
+        };
+        let (own_key, other_key) = (
+            key(&self.ns, own_key, client),
+            key(&self.ns, other_key, client),
+        );
+        let other: Option<String> = state.connection().get(&other_key).await?;
+        let (raw, prefs, own_value) = match event {
             Event::DecisionGenerated(d) => {
                 let raw = Raw {
                     decision_id: d.decision_id.clone(),
                     recommendations: d.recommendations.clone(),
                 };
-                (
-                    &d.client_name,
-                    key(&self.ns, "raw", &d.client_name),
-                    to_json(&raw)?,
-                    key(&self.ns, "prefs", &d.client_name),
-                )
+                let prefs: Preferences = other
+                    .as_deref()
+                    .and_then(|p| serde_json::from_str(p).ok())
+                    .unwrap_or_default();
+                let own_value = to_json(&raw)?;
+                (Some(raw), prefs, own_value)
             }
             Event::UserPreferencesUpdated(p) => {
                 let prefs = Preferences {
@@ -141,24 +151,14 @@ impl Handler for RecommendationsHandler {
                     excluded_categories: p.excluded_categories.clone(),
                     min_confidence: p.min_confidence,
                 };
-                (
-                    &p.client_name,
-                    key(&self.ns, "prefs", &p.client_name),
-                    to_json(&prefs)?,
-                    key(&self.ns, "raw", &p.client_name),
-                )
+                let raw = other
+                    .as_deref()
+                    .and_then(|r| serde_json::from_str::<Raw>(r).ok());
+                let own_value = to_json(&prefs)?;
+                (raw, prefs, own_value)
             }
             _ => return Ok(Effects::none()),
         };
-        let other: Option<String> = state.connection().get(&other_key).await?;
-        let (raw, prefs) = match event {
-            Event::DecisionGenerated(_) => (Some(own_value.as_str()), other.as_deref()),
-            _ => (other.as_deref(), Some(own_value.as_str())),
-        };
-        let raw = raw.and_then(|r| serde_json::from_str::<Raw>(r).ok());
-        let prefs: Preferences = prefs
-            .and_then(|p| serde_json::from_str(p).ok())
-            .unwrap_or_default();
         let mut effects = Effects::none()
             .op(StateOp::expect(&other_key, other.as_deref()))
             .op(StateOp::cmd("SET").arg(&own_key).arg(&own_value))
