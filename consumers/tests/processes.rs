@@ -33,16 +33,7 @@ fn wait_exit(child: &mut Child, within: Duration) -> Option<i32> {
 }
 
 async fn total(env: &Env) -> i64 {
-    get_count(&mut redis().await, &format!("{}:total", env.count_prefix)).await
-}
-
-async fn wait_total(env: &Env, at_least: i64, within: Duration) {
-    let key = format!("{}:total", env.count_prefix);
-    wait_until(within, &format!("{at_least} events counted"), || {
-        let key = key.clone();
-        async move { get_count(&mut redis().await, &key).await >= at_least }
-    })
-    .await;
+    get_count(&mut redis().await, &env.total_key()).await
 }
 
 #[tokio::test]
@@ -52,7 +43,7 @@ async fn sigterm_mid_run_exits_zero_with_offsets_committed() {
     let ids = publish_knowledge(&env, 2000, "policy").await;
     let port = free_port();
     let mut first = env.spawn_counting(port);
-    wait_total(&env, 200, Duration::from_secs(120)).await;
+    wait_for_total(&env, 200, Duration::from_secs(120)).await;
     signal(&first.0, "TERM");
     assert_eq!(
         wait_exit(&mut first.0, Duration::from_secs(20)),
@@ -67,7 +58,7 @@ async fn sigterm_mid_run_exits_zero_with_offsets_committed() {
 
     let port = free_port();
     let mut second = env.spawn_counting(port);
-    wait_total(&env, 2000, Duration::from_secs(180)).await;
+    wait_for_total(&env, 2000, Duration::from_secs(180)).await;
     let metrics = http_get(port, "/metrics").await.expect("metrics").1;
     signal(&second.0, "TERM");
     assert_eq!(wait_exit(&mut second.0, Duration::from_secs(20)), Some(0));
@@ -138,7 +129,7 @@ async fn kill_9_at_random_moments_leaves_every_effect_applied_exactly_once() {
         kills += 1;
         child = env.spawn_counting_with(free_port(), &static_member);
     }
-    wait_total(&env, n as i64, Duration::from_secs(300)).await;
+    wait_for_total(&env, n as i64, Duration::from_secs(300)).await;
     signal(&child.0, "TERM");
     let _ = wait_exit(&mut child.0, Duration::from_secs(20));
     assert!(kills >= 3, "only {kills} kills landed mid-run");
@@ -159,9 +150,9 @@ async fn two_instances_with_a_rebalance_mid_run_apply_each_event_once() {
     let env = Env::new().await;
     let ids = publish_knowledge(&env, 5_000, "policy").await;
     let mut a = env.spawn_counting(free_port());
-    wait_total(&env, 500, Duration::from_secs(120)).await;
+    wait_for_total(&env, 500, Duration::from_secs(120)).await;
     let mut b = env.spawn_counting(free_port());
-    wait_total(&env, 5_000, Duration::from_secs(240)).await;
+    wait_for_total(&env, 5_000, Duration::from_secs(240)).await;
     for child in [&mut a, &mut b] {
         signal(&child.0, "TERM");
         assert_eq!(wait_exit(&mut child.0, Duration::from_secs(30)), Some(0));

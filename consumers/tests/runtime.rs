@@ -111,13 +111,7 @@ async fn poison_pills_go_to_the_dlq_with_headers_and_good_events_around_them_are
 
     let (cancel, task, _) = start(&env, None).await;
     let mut redis = redis().await;
-    let total_key = format!("{}:total", env.count_prefix);
-    wait_until(TIMEOUT, "10 good events processed", || {
-        let mut r = redis.clone();
-        let key = total_key.clone();
-        async move { get_count(&mut r, &key).await >= 10 }
-    })
-    .await;
+    wait_for_total(&env, 10, TIMEOUT).await;
     let dead = read_all(&env.kafka(), &env.dlq(), 7).await;
     cancel.cancel();
     task.await.expect("runtime stopped");
@@ -127,7 +121,7 @@ async fn poison_pills_go_to_the_dlq_with_headers_and_good_events_around_them_are
         vec![1; 10],
         "good events processed once"
     );
-    assert_eq!(get_count(&mut redis, &total_key).await, 10);
+    assert_eq!(get_count(&mut redis, &env.total_key()).await, 10);
     assert_eq!(dead.len(), 7, "six pills and the handler's rejection");
     for (key, value, class) in &pills {
         let record = dead
@@ -184,13 +178,7 @@ async fn transient_errors_are_retried_and_persistent_ones_dead_lettered_after_n_
     let after = publish_knowledge(&env, 2, "policy").await;
     let (cancel, task, _) = start(&env, None).await;
     let mut redis = redis().await;
-    let total_key = format!("{}:total", env.count_prefix);
-    wait_until(TIMEOUT, "5 events processed", || {
-        let mut r = redis.clone();
-        let key = total_key.clone();
-        async move { get_count(&mut r, &key).await >= 5 }
-    })
-    .await;
+    wait_for_total(&env, 5, TIMEOUT).await;
     let dead = read_all(&env.kafka(), &env.dlq(), 1).await;
     cancel.cancel();
     task.await.expect("stopped");
@@ -297,7 +285,7 @@ async fn redis_down_for_ten_seconds_pauses_without_dead_letters_or_losses() {
     .await;
     let mut ids = publish_knowledge(&env, 200, "policy").await;
     let (cancel, task, health) = start(&env, Some(&url)).await;
-    let total_key = format!("{}:total", env.count_prefix);
+    let total_key = env.total_key();
     wait_until(TIMEOUT, "first 200", || {
         let url = url.clone();
         let key = total_key.clone();
@@ -395,13 +383,7 @@ async fn waiting_events_park_their_partition_without_spending_retries() {
     let after = publish_knowledge(&env, 3, "policy").await;
     let (cancel, task, _) = start(&env, None).await;
     let mut redis = redis().await;
-    let total_key = format!("{}:total", env.count_prefix);
-    wait_until(TIMEOUT, "5 events processed", || {
-        let mut r = redis.clone();
-        let key = total_key.clone();
-        async move { get_count(&mut r, &key).await >= 5 }
-    })
-    .await;
+    wait_for_total(&env, 5, TIMEOUT).await;
     cancel.cancel();
     task.await.expect("stopped");
     assert_eq!(
@@ -413,7 +395,7 @@ async fn waiting_events_park_their_partition_without_spending_retries() {
         counts(&mut redis, &env.count_prefix, &after).await,
         vec![1, 1, 1]
     );
-    assert_eq!(get_count(&mut redis, &total_key).await, 5);
+    assert_eq!(get_count(&mut redis, &env.total_key()).await, 5);
     assert_eq!(dlq_records(&env).await, 0, "waiting is never dead-lettered");
 }
 
@@ -506,13 +488,7 @@ async fn reset_offsets_replays_from_a_point_and_refuses_while_the_group_is_activ
     let first = publish_knowledge(&env, 20, "policy").await;
     let (cancel, task, _) = start(&env, None).await;
     let mut redis = redis().await;
-    let total_key = format!("{}:total", env.count_prefix);
-    wait_until(TIMEOUT, "20 processed", || {
-        let mut r = redis.clone();
-        let key = total_key.clone();
-        async move { get_count(&mut r, &key).await >= 20 }
-    })
-    .await;
+    wait_for_total(&env, 20, TIMEOUT).await;
     let topic = env.topic(EventType::KnowledgeUpserted);
     let (kafka, group, t) = (env.kafka(), env.group.clone(), topic.clone());
     let active = tokio::task::spawn_blocking(move || {

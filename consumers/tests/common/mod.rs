@@ -88,6 +88,11 @@ impl Env {
         format!("{}{}", self.prefix, event_type.topic())
     }
 
+    /// The counting consumer's key for all events it applied.
+    pub fn total_key(&self) -> String {
+        format!("{}:total", self.count_prefix)
+    }
+
     pub fn dlq(&self) -> String {
         opal_topics::dlq_topic(&self.prefix, &self.group)
     }
@@ -220,6 +225,18 @@ where
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// Waits up to `within` until the counting consumer has applied at least `at_least` events.
+pub async fn wait_for_total(env: &Env, at_least: i64, within: Duration) {
+    let key = env.total_key();
+    let connection = redis().await;
+    wait_until(within, &format!("{at_least} events applied"), || {
+        let mut r = connection.clone();
+        let key = key.clone();
+        async move { get_count(&mut r, &key).await >= at_least }
+    })
+    .await;
 }
 
 /// Every record of `topic` from the beginning (waits for at least `at_least`).
