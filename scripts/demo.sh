@@ -36,7 +36,7 @@ $STACK up
 eval "$($STACK env)"
 export OPAL_TOPIC_PREFIX="demo-$(date +%Y%m%d%H%M%S)."
 export RUST_LOG=${RUST_LOG:-warn}
-BIN=target/debug
+BIN=${CARGO_TARGET_DIR:-$ROOT/target}/debug
 LOGS=${OPAL_STACK_DIR:-$ROOT/.stack}/logs
 
 step "kafka-init (prefix $OPAL_TOPIC_PREFIX)"

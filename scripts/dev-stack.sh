@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The local stack on loopback, without Docker: a Kafka-protocol broker (Tansu),
-# opal-registry (Confluent-compatible Schema Registry) and Redis.
+# The local stack on loopback, without Docker: Apache Kafka 4.x in KRaft mode (one
+# node, broker + controller, from Maven Central jars), opal-registry
+# (Confluent-compatible Schema Registry) and Redis.
 #
 #   scripts/dev-stack.sh up                  start what is not running, wait until all answer
 #   scripts/dev-stack.sh down [--clean] [SERVICE...]
@@ -9,35 +10,47 @@
 #   scripts/dev-stack.sh env                 print the export line for the other tools
 #   scripts/dev-stack.sh start|stop|restart SERVICE   one service (kafka, registry, redis)
 #   scripts/dev-stack.sh started             the services this script is running now
+#   scripts/dev-stack.sh kafka-libs          fetch Kafka's jars if needed; print their directory
 #
 # Settings (environment):
-#   OPAL_KAFKA_PORT (9092)  OPAL_REGISTRY_PORT (8081)  OPAL_REDIS_PORT (6379)
+#   OPAL_KAFKA_PORT (9092)  OPAL_KAFKA_CONTROLLER_PORT (Kafka port + 1)
+#   OPAL_REGISTRY_PORT (8081)  OPAL_REDIS_PORT (6379)
+#   OPAL_KAFKA_SASL=1        also start a SASL_SSL listener (SCRAM-SHA-512) on
+#                            OPAL_KAFKA_SASL_PORT (Kafka port + 2)
+#   OPAL_KAFKA_HEAP          the broker's heap (512m)
 #   OPAL_STACK_DIR   state, logs and pid files (default: <repo>/.stack, git-ignored)
-#   OPAL_TANSU_CACHE where the Tansu binary is built once per machine
-#                    (default: ${XDG_CACHE_HOME:-~/.cache}/opal/tansu-0.6.0, outside the clone)
+#   OPAL_KAFKA_CACHE where Kafka's jars are fetched once per machine
+#                    (default: ${XDG_CACHE_HOME:-~/.cache}/opal/kafka-<version>, outside the clone)
 #   OPAL_STACK_TIMEOUT seconds to wait for each service (60)
-#   OPAL_KAFKA_STORAGE Tansu storage engine (sqlite://tansu.db, relative to the
-#                    broker's state dir; memory://tansu/ keeps nothing on disk)
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-STATE_DIR=${OPAL_STACK_DIR:-$ROOT/.stack}
+# Absolute: services are launched from their own state directories.
+STATE_DIR=$(realpath -m "${OPAL_STACK_DIR:-$ROOT/.stack}")
 LOG_DIR=$STATE_DIR/logs
 PID_DIR=$STATE_DIR/pids
-TANSU_VERSION=0.6.0
-TANSU_CACHE=${OPAL_TANSU_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/opal/tansu-$TANSU_VERSION}
-TANSU_BIN=$TANSU_CACHE/bin/tansu
+KAFKA_POM=$ROOT/scripts/kafka/pom.xml
+KAFKA_VERSION=$(sed -n 's:.*<kafka.version>\(.*\)</kafka.version>.*:\1:p' "$KAFKA_POM")
+KAFKA_CACHE=${OPAL_KAFKA_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/opal/kafka-$KAFKA_VERSION}
+KAFKA_LIBS=$KAFKA_CACHE/libs
+KAFKA_STATE=$STATE_DIR/kafka
 HOST=127.0.0.1
 KAFKA_PORT=${OPAL_KAFKA_PORT:-9092}
+CONTROLLER_PORT=${OPAL_KAFKA_CONTROLLER_PORT:-$((KAFKA_PORT + 1))}
+SASL_ENABLED=${OPAL_KAFKA_SASL:-0}
+SASL_PORT=${OPAL_KAFKA_SASL_PORT:-$((KAFKA_PORT + 2))}
+KAFKA_HEAP=${OPAL_KAFKA_HEAP:-512m}
 REGISTRY_PORT=${OPAL_REGISTRY_PORT:-8081}
 REDIS_PORT=${OPAL_REDIS_PORT:-6379}
 WAIT_SECS=${OPAL_STACK_TIMEOUT:-60}
-KAFKA_STORAGE=${OPAL_KAFKA_STORAGE:-sqlite://tansu.db}
 TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
 BIN_DIR=$TARGET_DIR/debug
 SERVICES=(kafka registry redis)
+# The SCRAM user created when the broker's storage is formatted.
+SASL_USER=opal
 
 KAFKA_BROKERS_URL=$HOST:$KAFKA_PORT
+SASL_BROKERS_URL=$HOST:$SASL_PORT
 REGISTRY_URL=http://$HOST:$REGISTRY_PORT
 REDIS_URL_LOCAL=redis://$HOST:$REDIS_PORT
 
@@ -58,23 +71,40 @@ ensure_packages() {
     local sudo=""
     [ "$(id -u)" -eq 0 ] || sudo="sudo"
     $sudo apt-get update -qq >/dev/null
-    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 }
 
-# Tansu is built once per machine into a cache outside the clone.
-ensure_tansu() {
-    [ -x "$TANSU_BIN" ] && return 0
-    mkdir -p "$TANSU_CACHE" "$LOG_DIR"
-    # One build at a time, even when two checkouts ask together.
-    exec 9>"$TANSU_CACHE.lock"
+# Java and Maven run and fetch the broker; installed from Debian where missing.
+ensure_java() {
+    command -v java >/dev/null || ensure_packages openjdk-17-jre-headless
+    command -v mvn >/dev/null || ensure_packages maven
+}
+
+# Kafka's jars are fetched from Maven Central once per machine into a cache
+# outside the clone; a changed pom fetches them again.
+ensure_kafka() {
+    local stamp want
+    stamp=$KAFKA_CACHE/pom.sha256
+    want=$(sha256sum "$KAFKA_POM" | cut -d' ' -f1)
+    [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && [ -d "$KAFKA_LIBS" ] && return 0
+    ensure_java
+    mkdir -p "$KAFKA_CACHE" "$LOG_DIR"
+    # One fetch at a time, even when two checkouts ask together.
+    exec 9>"$KAFKA_CACHE.lock"
     flock 9
-    if [ ! -x "$TANSU_BIN" ]; then
-        say "building Tansu $TANSU_VERSION once for this machine (about 9 minutes on 2 cores); log: $LOG_DIR/tansu-install.log"
-        if ! cargo install "tansu@$TANSU_VERSION" --locked --features dynostore,libsql \
-            --root "$TANSU_CACHE" >"$LOG_DIR/tansu-install.log" 2>&1; then
-            tail -20 "$LOG_DIR/tansu-install.log" >&2
-            die "building Tansu failed; see $LOG_DIR/tansu-install.log"
+    if ! { [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && [ -d "$KAFKA_LIBS" ]; }; then
+        local log=$LOG_DIR/kafka-fetch.log started=$SECONDS
+        say "fetching Apache Kafka $KAFKA_VERSION from Maven Central once for this machine into $KAFKA_CACHE; log: $log"
+        rm -rf "$KAFKA_LIBS.new"
+        if ! mvn -B -q -f "$KAFKA_POM" dependency:copy-dependencies \
+            -DoutputDirectory="$KAFKA_LIBS.new" -DincludeScope=runtime >"$log" 2>&1; then
+            tail -20 "$log" >&2
+            die "fetching Kafka failed: mvn -f $KAFKA_POM dependency:copy-dependencies; see $log"
         fi
+        rm -rf "$KAFKA_LIBS"
+        mv "$KAFKA_LIBS.new" "$KAFKA_LIBS"
+        echo "$want" >"$stamp"
+        say "Kafka $KAFKA_VERSION fetched in $((SECONDS - started))s ($(find "$KAFKA_LIBS" -name '*.jar' | wc -l) jars)"
     fi
     flock -u 9
 }
@@ -107,7 +137,7 @@ our_pid() {
 
 service_binary_name() {
     case $1 in
-        kafka) echo tansu ;;
+        kafka) echo kafka.Kafka ;;
         registry) echo opal-registry ;;
         redis) echo redis-server ;;
     esac
@@ -122,11 +152,48 @@ launch() {
     echo $! >"$(pid_file "$service")"
 }
 
+# Whether anything accepts connections on PORT.
+port_taken() {
+    (exec 3<>"/dev/tcp/$HOST/$1") 2>/dev/null
+}
+
+# Refuses to start SERVICE when one of its ports is taken by something else.
+require_free_ports() {
+    local service=$1
+    shift
+    local spec name port
+    for spec in "$@"; do
+        name=${spec%%=*}
+        port=${spec#*=}
+        if port_taken "$port"; then
+            die "$service: port $port ($name) is already taken by another process; free it or set $(port_variable "$name")"
+        fi
+    done
+}
+
+port_variable() {
+    case $1 in
+        kafka) echo OPAL_KAFKA_PORT ;;
+        "kafka controller") echo OPAL_KAFKA_CONTROLLER_PORT ;;
+        "kafka SASL_SSL") echo OPAL_KAFKA_SASL_PORT ;;
+        registry) echo OPAL_REGISTRY_PORT ;;
+        redis) echo OPAL_REDIS_PORT ;;
+    esac
+}
+
 # ---------- health probes ----------
 
 kafka_answers() {
     [ -x "$BIN_DIR/opal-admin" ] || return 1
     "$BIN_DIR/opal-admin" --brokers "$KAFKA_BROKERS_URL" ping --timeout 2s >/dev/null 2>&1
+}
+
+# The SASL_SSL listener answers and accepts the SCRAM user.
+kafka_sasl_answers() {
+    [ -x "$BIN_DIR/opal-admin" ] && [ -f "$KAFKA_STATE/sasl/password" ] || return 1
+    KAFKA_USERNAME=$SASL_USER KAFKA_PASSWORD=$(cat "$KAFKA_STATE/sasl/password") \
+        KAFKA_SSL_CA_LOCATION=$KAFKA_STATE/sasl/ca.crt \
+        "$BIN_DIR/opal-admin" --brokers "$SASL_BROKERS_URL" ping --timeout 5s >/dev/null 2>&1
 }
 
 registry_answers() {
@@ -136,14 +203,20 @@ registry_answers() {
 redis_answers() {
     local reply
     reply=$(
+        exec 2>/dev/null
         exec 3<>"/dev/tcp/$HOST/$REDIS_PORT" || exit 1
         printf 'PING\r\n' >&3
         timeout 2 head -c 7 <&3
-    ) 2>/dev/null || return 1
+    ) || return 1
     [[ $reply == "+PONG"* ]]
 }
 
-answers() { "${1}_answers"; }
+answers() {
+    "${1}_answers" || return 1
+    if [ "$1" = kafka ] && [ "$SASL_ENABLED" = 1 ]; then
+        kafka_sasl_answers
+    fi
+}
 
 service_log() { echo "$LOG_DIR/$1.log"; }
 
@@ -167,18 +240,126 @@ wait_for() {
     done
 }
 
-# ---------- services ----------
+# ---------- Kafka ----------
+
+# Runs a Kafka main class from the cached jars (tools log warnings to stderr only).
+kafka_java() {
+    java -cp "$KAFKA_LIBS/*" -Dlog4j2.configurationFile="$ROOT/scripts/kafka/tools-log4j2.properties" "$@"
+}
+
+# A TLS key and certificate for the SASL_SSL listener, signed by a CA of this
+# stack's own (clients verify the broker with ca.crt), and the SCRAM user's
+# random password. Made once per state directory.
+make_sasl_material() {
+    local dir=$KAFKA_STATE/sasl
+    [ -f "$dir/keystore.pem" ] && [ -f "$dir/password" ] && return 0
+    command -v openssl >/dev/null || ensure_packages openssl
+    mkdir -p "$dir"
+    chmod 700 "$dir"
+    (
+        cd "$dir"
+        openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj "/CN=opal-local-ca" \
+            -keyout ca.key -out ca.crt 2>/dev/null
+        openssl req -newkey rsa:2048 -nodes -subj "/CN=localhost" \
+            -keyout broker.key -out broker.csr 2>/dev/null
+        printf 'subjectAltName=IP:%s,DNS:localhost\n' "$HOST" >san.ext
+        openssl x509 -req -in broker.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 3650 \
+            -extfile san.ext -out broker.crt 2>/dev/null
+        # Kafka reads PEM keystores with an unencrypted PKCS#8 key (KIP-651).
+        openssl pkcs8 -topk8 -nocrypt -in broker.key -out broker.pk8
+        cat broker.pk8 broker.crt >keystore.pem
+        rm -f broker.csr broker.key broker.pk8 san.ext ca.srl
+        umask 077
+        head -c 18 /dev/urandom | base64 | tr '+/' '-_' >password
+        echo "$SASL_USER" >username
+    ) || die "kafka: generating the SASL_SSL key, certificate and password in $dir failed"
+}
+
+# server.properties, written at every start from the current settings.
+write_kafka_config() {
+    local listeners="PLAINTEXT://$HOST:$KAFKA_PORT,CONTROLLER://$HOST:$CONTROLLER_PORT"
+    local advertised="PLAINTEXT://$HOST:$KAFKA_PORT"
+    local protocols="PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT"
+    if [ "$SASL_ENABLED" = 1 ]; then
+        listeners="$listeners,SASL_SSL://$HOST:$SASL_PORT"
+        advertised="$advertised,SASL_SSL://$HOST:$SASL_PORT"
+        protocols="$protocols,SASL_SSL:SASL_SSL"
+    fi
+    cat >"$KAFKA_STATE/server.properties" <<EOF
+# Written by scripts/dev-stack.sh at every start; edits are lost.
+# One node in KRaft combined mode: broker and controller in one process.
+process.roles=broker,controller
+node.id=1
+controller.quorum.bootstrap.servers=$HOST:$CONTROLLER_PORT
+controller.listener.names=CONTROLLER
+listeners=$listeners
+advertised.listeners=$advertised
+listener.security.protocol.map=$protocols
+inter.broker.listener.name=PLAINTEXT
+log.dirs=$KAFKA_STATE/data
+
+# One broker: every internal topic with one replica, or consumers and
+# transactions hang waiting for replicas that never come.
+offsets.topic.replication.factor=1
+transaction.state.log.replication.factor=1
+transaction.state.log.min.isr=1
+share.coordinator.state.topic.replication.factor=1
+share.coordinator.state.topic.min.isr=1
+# A group forms as soon as its first member joins (the default waits 3 s).
+group.initial.rebalance.delay.ms=0
+# Topics come from kafka-init, as in docker-compose.yml.
+auto.create.topics.enable=false
+# The log cleaner's dedupe buffer (128 MiB by default) must fit the small heap.
+log.cleaner.dedupe.buffer.size=33554432
+
+# SASL_SSL listener (OPAL_KAFKA_SASL=1): SCRAM users are created when the
+# storage is formatted; the TLS key and certificate are this stack's own.
+sasl.enabled.mechanisms=SCRAM-SHA-512
+listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
+ssl.keystore.type=PEM
+ssl.keystore.location=$KAFKA_STATE/sasl/keystore.pem
+EOF
+}
+
+# Formats the storage once (KRaft needs a cluster id and a formatted log dir);
+# the SCRAM user is created here, since a KRaft cluster takes SCRAM credentials
+# at format time or later through the admin API.
+format_kafka_storage() {
+    [ -f "$KAFKA_STATE/data/meta.properties" ] && return 0
+    local cluster_id
+    cluster_id=$(kafka_java kafka.tools.StorageTool random-uuid) || die "kafka: StorageTool random-uuid failed"
+    echo "$cluster_id" >"$KAFKA_STATE/cluster.id"
+    say "kafka: formatting storage (cluster id $cluster_id) in $KAFKA_STATE/data"
+    if ! kafka_java kafka.tools.StorageTool format --standalone -t "$cluster_id" \
+        -c "$KAFKA_STATE/server.properties" --ignore-formatted \
+        --add-scram "SCRAM-SHA-512=[name=$SASL_USER,password=$(cat "$KAFKA_STATE/sasl/password")]" \
+        >>"$LOG_DIR/kafka.log" 2>&1; then
+        tail -15 "$LOG_DIR/kafka.log" >&2
+        die "kafka: formatting the storage failed; log: $LOG_DIR/kafka.log"
+    fi
+}
 
 start_kafka() {
-    launch kafka "$STATE_DIR/kafka" "$TANSU_BIN" broker \
-        --cluster-id opal-local \
-        --listener-url "tcp://$HOST:$KAFKA_PORT" \
-        --advertised-listener-url "tcp://$HOST:$KAFKA_PORT" \
-        --storage-engine "$KAFKA_STORAGE"
+    local ports=("kafka=$KAFKA_PORT" "kafka controller=$CONTROLLER_PORT")
+    [ "$SASL_ENABLED" = 1 ] && ports+=("kafka SASL_SSL=$SASL_PORT")
+    require_free_ports kafka "${ports[@]}"
+    ensure_kafka
+    mkdir -p "$KAFKA_STATE/data" "$LOG_DIR"
+    make_sasl_material
+    write_kafka_config
+    format_kafka_storage
+    launch kafka "$KAFKA_STATE" java -cp "$KAFKA_LIBS/*" \
+        "-Xmx$KAFKA_HEAP" "-Xms$KAFKA_HEAP" -XX:+UseG1GC -XX:MaxGCPauseMillis=20 \
+        -XX:+ExitOnOutOfMemoryError -Djava.awt.headless=true \
+        -Dlog4j2.configurationFile="$ROOT/scripts/kafka/broker-log4j2.properties" \
+        kafka.Kafka "$KAFKA_STATE/server.properties"
 }
+
+# ---------- registry and Redis ----------
 
 start_registry() {
     [ -x "$BIN_DIR/opal-registry" ] || die "registry: missing ($BIN_DIR/opal-registry was not built)"
+    require_free_ports registry "registry=$REGISTRY_PORT"
     launch registry "$STATE_DIR/registry" "$BIN_DIR/opal-registry" \
         --listen "$HOST:$REGISTRY_PORT" --data-dir "$STATE_DIR/registry/data"
 }
@@ -189,6 +370,7 @@ start_redis() {
         # Debian's package may start its own server on the default port.
         answers redis && return 0
     fi
+    require_free_ports redis "redis=$REDIS_PORT"
     # A private server; append-only so consumer state survives its restart.
     launch redis "$STATE_DIR/redis" redis-server --bind "$HOST" --port "$REDIS_PORT" \
         --dir "$STATE_DIR/redis" --appendonly yes --save "" --daemonize no
@@ -200,6 +382,9 @@ bring_up() {
     if answers "$service"; then
         return 0
     fi
+    if [ "$service" = kafka ] && [ "$SASL_ENABLED" = 1 ] && kafka_answers && ! kafka_sasl_answers; then
+        die "kafka at $KAFKA_BROKERS_URL runs without the SASL_SSL listener on $SASL_BROKERS_URL; restart it with OPAL_KAFKA_SASL=1 scripts/dev-stack.sh restart kafka"
+    fi
     if ! our_pid "$service" >/dev/null; then
         "start_$service"
     fi
@@ -210,12 +395,13 @@ stop_service() {
     local service=$1 pid
     pid=$(our_pid "$service") || return 0
     kill -TERM "$pid" 2>/dev/null || true
-    for _ in $(seq 1 100); do
+    # Kafka's controlled shutdown takes a few seconds.
+    for _ in $(seq 1 300); do
         kill -0 "$pid" 2>/dev/null || break
         sleep 0.1
     done
     if kill -0 "$pid" 2>/dev/null; then
-        say "$service (pid $pid) ignored SIGTERM for 10s; killing it"
+        say "$service (pid $pid) ignored SIGTERM for 30s; killing it"
         kill -KILL "$pid" 2>/dev/null || true
     fi
     rm -f "$(pid_file "$service")"
@@ -230,16 +416,31 @@ status_line() {
         redis) address=$REDIS_URL_LOCAL ;;
     esac
     if pid=$(our_pid "$service"); then origin="pid $pid, started by dev-stack"; else origin="not started by dev-stack"; fi
-    if answers "$service"; then
-        printf '%-9s up    %-26s (%s)\n' "$service" "$address" "$origin"
+    if "${service}_answers"; then
+        printf '%-10s up    %-26s (%s)\n' "$service" "$address" "$origin"
     else
-        printf '%-9s DOWN  %-26s (%s; log: %s)\n' "$service" "$address" "$origin" "$(service_log "$service")"
+        printf '%-10s DOWN  %-26s (%s; log: %s)\n' "$service" "$address" "$origin" "$(service_log "$service")"
         return 1
+    fi
+    if [ "$service" = kafka ] && [ "$SASL_ENABLED" = 1 ]; then
+        if kafka_sasl_answers; then
+            printf '%-10s up    %-26s (SASL_SSL, SCRAM-SHA-512, user %s; CA %s)\n' \
+                kafka-sasl "$SASL_BROKERS_URL" "$SASL_USER" "$KAFKA_STATE/sasl/ca.crt"
+        else
+            printf '%-10s DOWN  %-26s (SASL_SSL; log: %s)\n' kafka-sasl "$SASL_BROKERS_URL" "$(service_log kafka)"
+            return 1
+        fi
     fi
 }
 
 env_line() {
-    echo "export KAFKA_BROKERS=$KAFKA_BROKERS_URL SCHEMA_REGISTRY_URL=$REGISTRY_URL REDIS_URL=$REDIS_URL_LOCAL"
+    local line="export KAFKA_BROKERS=$KAFKA_BROKERS_URL SCHEMA_REGISTRY_URL=$REGISTRY_URL REDIS_URL=$REDIS_URL_LOCAL"
+    # The SASL_SSL listener's address and the directory holding its CA
+    # certificate, user name and password (the password is not printed).
+    if [ "$SASL_ENABLED" = 1 ]; then
+        line="$line OPAL_KAFKA_SASL_BROKERS=$SASL_BROKERS_URL OPAL_KAFKA_SASL_DIR=$KAFKA_STATE/sasl"
+    fi
+    echo "$line"
 }
 
 check_service_name() {
@@ -254,7 +455,7 @@ check_service_name() {
 cmd_up() {
     mkdir -p "$STATE_DIR" "$LOG_DIR" "$PID_DIR"
     ensure_packages curl pkg-config libssl-dev make g++
-    ensure_tansu
+    ensure_kafka
     build_workspace_bins
     local failed=0
     for service in "${SERVICES[@]}"; do
@@ -308,6 +509,10 @@ main() {
         status) cmd_status ;;
         env) env_line ;;
         started) cmd_started ;;
+        kafka-libs)
+            ensure_kafka
+            echo "$KAFKA_LIBS"
+            ;;
         start)
             check_service_name "${1:-}"
             bring_up "$1"
@@ -322,7 +527,7 @@ main() {
             bring_up "$1"
             ;;
         *)
-            sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//' >&2
+            sed -n '2,27p' "$0" | sed 's/^# \{0,1\}//' >&2
             exit 2
             ;;
     esac

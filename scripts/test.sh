@@ -8,11 +8,14 @@ cd "$ROOT"
 STACK=scripts/dev-stack.sh
 
 # Tests get their own broker and registry, on their own ports, with fresh state
-# every run: they never touch the demo's data, and Tansu's fetch cost (which
-# grows with its SQLite database) stays the same from run to run. Redis is shared
-# (tests use random key prefixes).
+# every run, so they never touch the demo's data and every run starts alike.
+# The broker also opens its SASL_SSL listener (SCRAM-SHA-512) for the security
+# tests. Redis is shared (tests use random key prefixes).
 export OPAL_STACK_DIR=${OPAL_TEST_STACK_DIR:-$ROOT/.stack/test}
 export OPAL_KAFKA_PORT=${OPAL_TEST_KAFKA_PORT:-19092}
+export OPAL_KAFKA_CONTROLLER_PORT=${OPAL_TEST_KAFKA_CONTROLLER_PORT:-19093}
+export OPAL_KAFKA_SASL=1
+export OPAL_KAFKA_SASL_PORT=${OPAL_TEST_KAFKA_SASL_PORT:-19094}
 export OPAL_REGISTRY_PORT=${OPAL_TEST_REGISTRY_PORT:-18081}
 # Each service's state is wiped unless that service is running (a registry left
 # over from an interrupted run must not keep an old broker database alive).

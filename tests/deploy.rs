@@ -5,7 +5,7 @@
 //! `consumers/tests/apps.rs`.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 
 use opal_e2e::monitoring::{SYNTHETIC, alert_expressions, dashboard_expressions, metric_names};
@@ -71,23 +71,9 @@ fn environment(service: &Value) -> BTreeMap<String, String> {
         .collect()
 }
 
-/// Where cargo put this workspace's binaries (next to this test's `deps/`).
-fn bin_dir() -> PathBuf {
-    let exe = std::env::current_exe().expect("current exe");
-    exe.parent()
-        .and_then(Path::parent)
-        .expect("target/<profile>")
-        .to_path_buf()
-}
-
 /// Environment variables a binary's `--help` (for the given subcommand) lists.
 fn env_read_by(command: &[String]) -> BTreeSet<String> {
-    let binary = bin_dir().join(&command[0]);
-    assert!(
-        binary.exists(),
-        "{} is not built; run `cargo build --workspace --bins` (scripts/test.sh does)",
-        binary.display()
-    );
+    let binary = opal_e2e::workspace_bin(&command[0]);
     let subcommands: Vec<&String> = command[1..]
         .iter()
         .take_while(|a| !a.starts_with('-'))
@@ -173,6 +159,23 @@ fn every_service_has_an_image_and_its_dependencies_exist() {
     assert_eq!(
         strings(&services["kafka-init"]["command"]),
         ["opal-admin", "init"]
+    );
+}
+
+/// docker-compose runs the Kafka version the local stack fetches, so what the
+/// tests prove on the local stack holds for the compose stack.
+#[test]
+fn compose_runs_the_kafka_version_of_the_local_stack() {
+    let pom = std::fs::read_to_string(root().join("scripts/kafka/pom.xml")).expect("pom");
+    let version = pom
+        .split("<kafka.version>")
+        .nth(1)
+        .and_then(|rest| rest.split("</kafka.version>").next())
+        .expect("kafka.version in the pom");
+    let doc = compose();
+    assert_eq!(
+        services(&doc)["kafka"]["image"].as_str(),
+        Some(format!("apache/kafka:{version}").as_str())
     );
 }
 

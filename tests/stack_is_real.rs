@@ -1,4 +1,4 @@
-//! The local stack is a real Kafka-protocol broker with durable storage:
+//! The local stack's broker (Apache Kafka in KRaft mode) keeps what it stores:
 //! idempotent produce, a consumer group with commits, a broker restart, and
 //! the same records and committed offsets afterwards.
 

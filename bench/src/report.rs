@@ -133,6 +133,21 @@ fn f(v: &serde_json::Value) -> f64 {
     v.as_f64().unwrap_or(f64::NAN)
 }
 
+/// The `side` ("raw" or "pipeline") latency of the round with the median p95
+/// among `rows` (one rate's rounds), and the (min, max) p95 over them.
+fn median_by_p95(rows: &[&serde_json::Value], side: &str) -> (serde_json::Value, (f64, f64)) {
+    let mut sides: Vec<&serde_json::Value> = rows.iter().map(|row| &row[side]).collect();
+    sides.sort_by(|a, b| f(&a["p95_ms"]).total_cmp(&f(&b["p95_ms"])));
+    let range = (
+        sides.first().map_or(f64::NAN, |v| f(&v["p95_ms"])),
+        sides.last().map_or(f64::NAN, |v| f(&v["p95_ms"])),
+    );
+    let median = sides
+        .get(sides.len() / 2)
+        .map_or(serde_json::Value::Null, |v| (*v).clone());
+    (median, range)
+}
+
 /// The tables for the README's Performance section.
 pub fn markdown(latest: &Latest) -> String {
     let mut out = String::new();
@@ -144,51 +159,111 @@ pub fn markdown(latest: &Latest) -> String {
     );
     let _ = writeln!(
         out,
-        "| broker storage | events × bytes | raw produce/s | opal produce/s | ratio | raw consume/s | pipeline consume/s | ratio | Redis round trips / batch | events / batch |"
+        "| broker | events × bytes | kafka-producer-perf-test/s | raw rdkafka produce/s | opal produce/s | opal ÷ raw | opal ÷ kafka-perf |"
     );
-    let _ = writeln!(out, "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+    let _ = writeln!(out, "|---|---|---:|---:|---:|---:|---:|");
     for r in &latest.runs {
+        let opal = f(&r["produce"]["opal"]["records_per_sec"]);
+        let java = f(&r["kafka_perf"]["producer"]["records_per_sec"]);
         let _ = writeln!(
             out,
-            "| {} | {} × {} B | {:.0} | {:.0} | **{:.2}** | {:.0} | {:.0} | **{:.2}** | {:.2} | {:.0} |",
-            r["storage"].as_str().unwrap_or("?"),
+            "| {} | {} × {} B | {:.0} | {:.0} | {:.0} | **{:.2}** | **{:.2}** |",
+            r["broker"].as_str().unwrap_or("?"),
             r["events"],
             r["record_bytes"],
+            java,
             f(&r["produce"]["raw"]["records_per_sec"]),
-            f(&r["produce"]["opal"]["records_per_sec"]),
+            opal,
             f(&r["produce"]["ratio"]),
+            opal / java,
+        );
+    }
+    let _ = writeln!(out);
+    let _ = writeln!(
+        out,
+        "| broker | kafka-consumer-perf-test/s (fetch) | plain rdkafka consume/s | pipeline consume/s | pipeline ÷ plain | pipeline ÷ kafka-perf | Redis round trips / batch | events / batch |"
+    );
+    let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|---:|---:|");
+    for r in &latest.runs {
+        let pipeline = f(&r["consume"]["pipeline"]["events_per_sec"]);
+        let java = f(&r["kafka_perf"]["consumer"]["fetch_records_per_sec"]);
+        let _ = writeln!(
+            out,
+            "| {} | {:.0} | {:.0} | {:.0} | **{:.2}** | **{:.2}** | {:.2} | {:.0} |",
+            r["broker"].as_str().unwrap_or("?"),
+            java,
             f(&r["consume"]["raw"]["events_per_sec"]),
-            f(&r["consume"]["pipeline"]["events_per_sec"]),
+            pipeline,
             f(&r["consume"]["ratio"]),
+            pipeline / java,
             f(&r["consume"]["redis_round_trips_per_batch"]),
             f(&r["consume"]["events_per_batch"]),
         );
     }
     let _ = writeln!(
         out,
-        "\nEnd-to-end latency, produce time → handler (ms; timestamps have 1 ms resolution):\n"
+        "\nEnd-to-end latency, produce time → handler (ms; timestamps have 1 ms resolution); each rate's median round of {} by p95, and the range of p95 over the rounds:\n",
+        latest
+            .runs
+            .iter()
+            .filter_map(|r| r["latency"].as_array())
+            .flatten()
+            .filter_map(|row| row["round"].as_u64())
+            .max()
+            .map_or(1, |m| m + 1)
     );
     let _ = writeln!(
         out,
-        "| broker storage | rate/s | raw p50 | raw p95 | raw p99 | pipeline p50 | pipeline p95 | pipeline p99 | p95 − raw p95 |"
+        "| broker | rate/s | raw p50 | raw p95 | raw p99 | pipeline p50 | pipeline p95 | pipeline p99 | p95 − raw p95 | raw p95 range | pipeline p95 range |"
     );
-    let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+    let _ = writeln!(
+        out,
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+    );
     for r in &latest.runs {
-        for row in r["latency"].as_array().into_iter().flatten() {
+        let rows: Vec<&serde_json::Value> = r["latency"].as_array().into_iter().flatten().collect();
+        let mut rates: Vec<u64> = rows.iter().filter_map(|row| row["rate"].as_u64()).collect();
+        rates.sort_unstable();
+        rates.dedup();
+        for rate in rates {
+            let of_rate: Vec<&serde_json::Value> = rows
+                .iter()
+                .copied()
+                .filter(|row| row["rate"].as_u64() == Some(rate))
+                .collect();
+            let (raw, raw_range) = median_by_p95(&of_rate, "raw");
+            let (pipeline, pipeline_range) = median_by_p95(&of_rate, "pipeline");
             let _ = writeln!(
                 out,
-                "| {} | {} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {:+.1} |",
-                r["storage"].as_str().unwrap_or("?"),
-                row["rate"],
-                f(&row["raw"]["p50_ms"]),
-                f(&row["raw"]["p95_ms"]),
-                f(&row["raw"]["p99_ms"]),
-                f(&row["pipeline"]["p50_ms"]),
-                f(&row["pipeline"]["p95_ms"]),
-                f(&row["pipeline"]["p99_ms"]),
-                f(&row["pipeline"]["p95_ms"]) - f(&row["raw"]["p95_ms"]),
+                "| {} | {} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {:+.1} | {:.0}–{:.0} | {:.0}–{:.0} |",
+                r["broker"].as_str().unwrap_or("?"),
+                rate,
+                f(&raw["p50_ms"]),
+                f(&raw["p95_ms"]),
+                f(&raw["p99_ms"]),
+                f(&pipeline["p50_ms"]),
+                f(&pipeline["p95_ms"]),
+                f(&pipeline["p99_ms"]),
+                f(&pipeline["p95_ms"]) - f(&raw["p95_ms"]),
+                raw_range.0,
+                raw_range.1,
+                pipeline_range.0,
+                pipeline_range.1,
             );
         }
+    }
+    for r in &latest.runs {
+        let p = &r["kafka_perf"]["producer"];
+        let _ = writeln!(
+            out,
+            "\nkafka-producer-perf-test's own latency ({}, unpaced, send → acknowledgement): avg {:.1} ms, p50 {:.0}, p95 {:.0}, p99 {:.0}, max {:.0} ms.",
+            r["broker"].as_str().unwrap_or("?"),
+            f(&p["avg_latency_ms"]),
+            f(&p["p50_ms"]),
+            f(&p["p95_ms"]),
+            f(&p["p99_ms"]),
+            f(&p["max_latency_ms"]),
+        );
     }
     let _ = writeln!(out, "\nCodec (criterion, mean per event):\n");
     let _ = writeln!(out, "| event | bytes | encode | decode |");

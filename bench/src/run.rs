@@ -16,6 +16,7 @@ use opal_topics::{Catalog, KafkaArgs, RegistryArgs, TopicSpec};
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
+use crate::kafka_perf::{self, KafkaPerf};
 use crate::pipeline::{self, NoopHandler};
 use crate::raw;
 use crate::recorder::{Latency, Recorder, Throughput};
@@ -40,9 +41,12 @@ pub struct RunOptions {
         hide_env_values = true
     )]
     pub redis_url: String,
-    /// The broker's storage, as named in the report (sqlite, memory).
+    /// The broker, as named in the report (e.g. apache-kafka-4.4.0).
     #[arg(long)]
-    pub storage: String,
+    pub broker: String,
+    /// Kafka's CLI tools wrapper, for the kafka-*-perf-test baseline.
+    #[arg(long, default_value = "scripts/kafka.sh")]
+    pub kafka_tools: std::path::PathBuf,
     /// Events in the throughput phases.
     #[arg(long, default_value_t = 100_000)]
     pub events: u64,
@@ -52,6 +56,11 @@ pub struct RunOptions {
     /// Seconds of traffic per latency phase.
     #[arg(long, default_value_t = 5)]
     pub latency_secs: u64,
+    /// Rounds of latency phases (each round runs every rate once): on a
+    /// shared machine one phase's tail varies several-fold from run to run,
+    /// so the report gives each rate's median round and the range.
+    #[arg(long, default_value_t = 3)]
+    pub latency_rounds: u32,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -77,6 +86,8 @@ pub struct Consume {
 pub struct LatencyRow {
     /// Target rate (events/s) and what the producer achieved.
     pub rate: u64,
+    /// Which round of latency phases (0-based).
+    pub round: u32,
     pub raw_produced_per_sec: f64,
     pub opal_produced_per_sec: f64,
     pub raw: Latency,
@@ -85,7 +96,7 @@ pub struct LatencyRow {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct RunResult {
-    pub storage: String,
+    pub broker: String,
     /// librdkafka settings given to every client of the run (`--kafka-option`).
     pub kafka_options: Vec<String>,
     pub event_type: String,
@@ -94,6 +105,8 @@ pub struct RunResult {
     pub produce: Produce,
     pub consume: Consume,
     pub latency: Vec<LatencyRow>,
+    /// Kafka's own perf tools on the same broker, size and count.
+    pub kafka_perf: KafkaPerf,
 }
 
 fn unix_secs() -> u64 {
@@ -103,27 +116,38 @@ fn unix_secs() -> u64 {
         .unwrap_or_default()
 }
 
-/// Topics for this run (the catalog under a fresh prefix) plus the raw topic,
-/// sized like the benchmarked topic.
-async fn provision(options: &RunOptions, prefix: &str) -> anyhow::Result<String> {
+/// The pipeline's consumer group in the run under `prefix`.
+fn pipeline_group(prefix: &str) -> String {
+    format!("{prefix}pipeline")
+}
+
+/// Topics for this run (the catalog under a fresh prefix) plus the raw
+/// topic, Kafka's perf tools' topic and the pipeline's DLQ, sized like the
+/// benchmarked topic.
+async fn provision(options: &RunOptions, prefix: &str) -> anyhow::Result<(String, String)> {
     let registry = options.registry.client(Duration::from_secs(10))?;
     let target = Target::new(options.kafka.clone(), registry, Duration::from_secs(30))?;
     let mut plan = Catalog::bundled()?.plan(Environment::Development, prefix);
     let template = plan
         .iter()
         .find(|t| t.event_type == Some(EVENT_TYPE))
-        .context("the catalog has the benchmarked topic")?;
+        .context("the catalog has the benchmarked topic")?
+        .clone();
     let raw_topic = format!("{prefix}raw.{}", EVENT_TYPE.topic());
-    plan.push(TopicSpec {
-        name: raw_topic.clone(),
-        event_type: None,
-        ..template.clone()
-    });
+    let perf_topic = format!("{prefix}kafka-perf.{}", EVENT_TYPE.topic());
+    let pipeline_dlq = opal_topics::dlq_topic(prefix, &pipeline_group(prefix));
+    for name in [&raw_topic, &perf_topic, &pipeline_dlq] {
+        plan.push(TopicSpec {
+            name: name.clone(),
+            event_type: None,
+            ..template.clone()
+        });
+    }
     target
         .init(&plan, false)
         .await
         .context("kafka-init for the run")?;
-    Ok(raw_topic)
+    Ok((raw_topic, perf_topic))
 }
 
 fn perf_options(records: u64, rate: Option<u64>) -> PerfOptions {
@@ -136,9 +160,9 @@ fn perf_options(records: u64, rate: Option<u64>) -> PerfOptions {
 }
 
 pub async fn run(options: &RunOptions) -> anyhow::Result<RunResult> {
-    let prefix = format!("bench-{}-{}.", options.storage, unix_secs());
-    let raw_topic = provision(options, &prefix).await?;
-    eprintln!("opal-bench [{}]: topics under {prefix}", options.storage);
+    let prefix = format!("bench-{}.", unix_secs());
+    let (raw_topic, perf_topic) = provision(options, &prefix).await?;
+    eprintln!("opal-bench [{}]: topics under {prefix}", options.broker);
 
     let publisher = Publisher::new(
         PublisherConfig {
@@ -175,7 +199,7 @@ pub async fn run(options: &RunOptions) -> anyhow::Result<RunResult> {
 
     eprintln!(
         "opal-bench [{}]: producing {n} raw, then {n} opal",
-        options.storage
+        options.broker
     );
     let raw_produce = perf::run_raw(
         &raw_producer,
@@ -191,11 +215,23 @@ pub async fn run(options: &RunOptions) -> anyhow::Result<RunResult> {
         raw_produce.errors,
         opal_produce.errors
     );
+    eprintln!(
+        "opal-bench [{}]: kafka-producer-perf-test, {n} records",
+        options.broker
+    );
+    let tools = (options.kafka_tools.clone(), options.kafka.brokers.clone());
+    let kafka_produce = {
+        let (tools, topic) = (tools.clone(), perf_topic.clone());
+        tokio::task::spawn_blocking(move || {
+            kafka_perf::produce(&tools.0, &tools.1, &topic, n, record_bytes)
+        })
+        .await??
+    };
 
     let cancel = CancellationToken::new();
     let limit = Duration::from_secs(180);
 
-    eprintln!("opal-bench [{}]: consuming raw", options.storage);
+    eprintln!("opal-bench [{}]: consuming raw", options.broker);
     let raw_recorder = Arc::new(Recorder::default());
     let raw_task = tokio::spawn({
         let (kafka, group, topic) = (
@@ -213,8 +249,24 @@ pub async fn run(options: &RunOptions) -> anyhow::Result<RunResult> {
     let raw_consume = raw_recorder.throughput();
 
     eprintln!(
+        "opal-bench [{}]: kafka-consumer-perf-test, {n} records",
+        options.broker
+    );
+    let kafka_consume = {
+        let (tools, topic, group) = (
+            tools.clone(),
+            perf_topic.clone(),
+            format!("{prefix}kafka-perf"),
+        );
+        tokio::task::spawn_blocking(move || {
+            kafka_perf::consume(&tools.0, &tools.1, &topic, &group, n)
+        })
+        .await??
+    };
+
+    eprintln!(
         "opal-bench [{}]: consuming through the pipeline",
-        options.storage
+        options.broker
     );
     let pipe_recorder = Arc::new(Recorder::default());
     let mut args = RuntimeArgs::local(
@@ -227,7 +279,7 @@ pub async fn run(options: &RunOptions) -> anyhow::Result<RunResult> {
     args.topic_prefix = prefix.clone();
     let pipeline = pipeline::start(
         args,
-        &format!("{prefix}pipeline"),
+        &pipeline_group(&prefix),
         NoopHandler {
             recorder: pipe_recorder.clone(),
             input: EVENT_TYPE,
@@ -244,11 +296,13 @@ pub async fn run(options: &RunOptions) -> anyhow::Result<RunResult> {
     let round_trips = pipeline.metrics.redis_round_trips.get() as f64;
 
     let mut latency = Vec::new();
-    for &rate in &options.rates {
+    let rounds = (0..options.latency_rounds.max(1))
+        .flat_map(|round| options.rates.iter().map(move |rate| (round, *rate)));
+    for (round, rate) in rounds {
         let records = rate * options.latency_secs;
         eprintln!(
-            "opal-bench [{}]: latency at {rate}/s ({records} events each)",
-            options.storage
+            "opal-bench [{}]: latency round {round} at {rate}/s ({records} events each)",
+            options.broker
         );
         raw_recorder.reset();
         let raw_sent = perf::run_raw(
@@ -270,6 +324,7 @@ pub async fn run(options: &RunOptions) -> anyhow::Result<RunResult> {
             .context("pipeline latency")?;
         latency.push(LatencyRow {
             rate,
+            round,
             raw_produced_per_sec: raw_sent.records_per_sec,
             opal_produced_per_sec: opal_sent.records_per_sec,
             raw: raw_recorder.latency(),
@@ -281,7 +336,7 @@ pub async fn run(options: &RunOptions) -> anyhow::Result<RunResult> {
     raw_task.await??;
     pipeline.task.await??;
     Ok(RunResult {
-        storage: options.storage.clone(),
+        broker: options.broker.clone(),
         kafka_options: options.kafka.options.clone(),
         event_type: EVENT_TYPE.name().to_owned(),
         events: n,
@@ -299,5 +354,9 @@ pub async fn run(options: &RunOptions) -> anyhow::Result<RunResult> {
             events_per_batch: (WARM_UP + n) as f64 / batches.max(1.0),
         },
         latency,
+        kafka_perf: KafkaPerf {
+            producer: kafka_produce,
+            consumer: kafka_consume,
+        },
     })
 }

@@ -229,6 +229,8 @@ impl<H: Handler> Runtime<H> {
             .iter()
             .map(|t| format!("{}{}", args.topic_prefix, t.topic()))
             .collect();
+        let dlq_topic = opal_topics::dlq_topic(&args.topic_prefix, &group);
+        let partition_counts = check_topics(&args, &topics, &dlq_topic).await?;
 
         let publisher_config = PublisherConfig {
             kafka: args.kafka.clone(),
@@ -241,11 +243,7 @@ impl<H: Handler> Runtime<H> {
         };
         let publisher =
             Publisher::with_codec(publisher_config, codec.clone(), metrics.publish.clone())?;
-        let dlq = DlqWriter::new(
-            &kafka,
-            opal_topics::dlq_topic(&args.topic_prefix, &group),
-            group.clone(),
-        )?;
+        let dlq = DlqWriter::new(&kafka, dlq_topic, group.clone())?;
         Ok(Runtime {
             handler: Arc::new(handler),
             args,
@@ -260,7 +258,7 @@ impl<H: Handler> Runtime<H> {
             metrics,
             health,
             cancel,
-            partition_counts: Mutex::new(HashMap::new()),
+            partition_counts: Mutex::new(partition_counts),
         })
     }
 
@@ -287,11 +285,6 @@ impl<H: Handler> Runtime<H> {
     /// Consumes until cancelled, then finishes the batch in hand, commits and flushes.
     pub async fn run(self) -> anyhow::Result<()> {
         let topics: Vec<&str> = self.topics.iter().map(String::as_str).collect();
-        // Partition counts before the group forms: a metadata request made while
-        // the consumer joins can time out.
-        for topic in &topics {
-            self.partition_count(topic, 0).await;
-        }
         self.consumer.subscribe(&topics).context("subscribe")?;
         info!(group = %self.group, topics = ?self.topics, "consuming");
         let checker = tokio::spawn(health_checks(
@@ -944,6 +937,59 @@ impl<H: Handler> Runtime<H> {
             "kafka" => Some(&self.health.kafka_up),
             _ => None,
         }
+    }
+}
+
+/// How long start-up waits for the brokers' metadata.
+const STARTUP_METADATA_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How long start-up waits for missing topics to appear: a topic created a
+/// moment ago (kafka-init just finished) may not be in every broker's
+/// metadata yet.
+const MISSING_TOPIC_GRACE: Duration = Duration::from_secs(5);
+
+/// Start-up check: the brokers answer and accept our credentials, and every
+/// input topic and the dead-letter topic exist (a missing DLQ would otherwise
+/// stall the consumer at its first dead letter). Returns the input topics'
+/// partition counts, fetched before the group forms (a metadata request made
+/// while the consumer joins can time out).
+async fn check_topics(
+    args: &RuntimeArgs,
+    inputs: &[String],
+    dlq: &str,
+) -> anyhow::Result<HashMap<String, i32>> {
+    let grace_ends = Instant::now() + MISSING_TOPIC_GRACE;
+    loop {
+        let metadata = args
+            .kafka
+            .cluster_metadata(STARTUP_METADATA_TIMEOUT)
+            .await
+            .context("cannot start without Kafka")?;
+        let partitions: HashMap<String, i32> = metadata
+            .topics()
+            .iter()
+            .filter(|t| t.error().is_none() && !t.partitions().is_empty())
+            .map(|t| (t.name().to_owned(), t.partitions().len() as i32))
+            .collect();
+        let missing: Vec<&str> = inputs
+            .iter()
+            .map(String::as_str)
+            .chain([dlq])
+            .filter(|t| !partitions.contains_key(*t))
+            .collect();
+        if missing.is_empty() {
+            return Ok(partitions
+                .into_iter()
+                .filter(|(name, _)| inputs.contains(name))
+                .collect());
+        }
+        if Instant::now() >= grace_ends {
+            anyhow::bail!(
+                "missing topic(s) {}: create them with scripts/kafka-init.sh (same OPAL_TOPIC_PREFIX; a consumer group's DLQ comes from topics/topics.toml)",
+                missing.join(", ")
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
     }
 }
 

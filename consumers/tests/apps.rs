@@ -48,6 +48,17 @@ async fn publish(env: &Env, scenario: &Scenario, phase: Phase) {
     }
 }
 
+/// As `publish`, in chunks of 10 events 100 ms apart (about 4 s for the
+/// decisions phase of 30 workflows).
+async fn publish_paced(env: &Env, scenario: &Scenario, phase: Phase) {
+    for chunk in generate(scenario, phase).chunks(10) {
+        for result in env.publisher.publish_batch(chunk.to_vec()).await {
+            result.expect("published");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 fn categories(model: &serde_json::Value) -> Vec<String> {
     model["recommendations"]
         .as_array()
@@ -61,7 +72,7 @@ fn categories(model: &serde_json::Value) -> Vec<String> {
 
 #[tokio::test]
 async fn the_loop_closes_and_every_consumer_serves_its_view() {
-    let env = Env::new().await;
+    let env = apps_env().await;
     let group = |name: &str| format!("{}{name}", env.prefix);
     let (diag, reco, feedback, forecast) = (free_port(), free_port(), free_port(), free_port());
     let _consumers = [
@@ -237,6 +248,76 @@ async fn the_loop_closes_and_every_consumer_serves_its_view() {
         missing.is_empty(),
         "queried but not exported: {missing:?}\nexported: {exported:?}"
     );
+
+    // Kafka's own kafka-consumer-groups, as a witness independent of our code:
+    // each group is a live member of every partition of its inputs and has
+    // committed up to the end of each (lag 0, or an empty partition).
+    let inputs = [
+        (
+            "diag",
+            vec![
+                EventType::WorkflowStarted,
+                EventType::AgentCompleted,
+                EventType::WorkflowCompleted,
+            ],
+        ),
+        (
+            "reco",
+            vec![
+                EventType::DecisionGenerated,
+                EventType::UserPreferencesUpdated,
+            ],
+        ),
+        (
+            "fb",
+            vec![EventType::FeedbackSubmitted, EventType::DecisionGenerated],
+        ),
+        (
+            "fc",
+            vec![EventType::WorkflowStarted, EventType::AgentCompleted],
+        ),
+    ];
+    let groups: Vec<String> = inputs.iter().map(|(name, _)| group(name)).collect();
+    let names: Vec<&str> = groups.iter().map(String::as_str).collect();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let rows = loop {
+        let rows = opal_e2e::describe_groups(&names);
+        let expected_rows: usize = inputs.iter().map(|(_, topics)| topics.len() * 3).sum();
+        if rows.len() == expected_rows && rows.iter().all(opal_e2e::GroupRow::caught_up) {
+            break rows;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "kafka-consumer-groups does not show every group at lag 0: {rows:#?}"
+        );
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    };
+    for ((name, topics), group) in inputs.iter().zip(&groups) {
+        for topic in topics {
+            let topic = env.topic(*topic);
+            let partitions: Vec<&opal_e2e::GroupRow> = rows
+                .iter()
+                .filter(|r| r.group == *group && r.topic == topic)
+                .collect();
+            assert_eq!(partitions.len(), 3, "{name}: {topic}: {rows:#?}");
+            assert!(
+                partitions.iter().all(|r| r.consumer_id != "-"),
+                "{name}: a live member holds every partition of {topic}: {rows:#?}"
+            );
+        }
+    }
+}
+
+/// The four consumers' groups under `env`'s prefix.
+const APP_GROUPS: [&str; 4] = ["diag", "reco", "fb", "fc"];
+
+/// A fresh environment with the dead-letter topics of the four consumers' groups.
+async fn apps_env() -> Env {
+    let env = Env::new().await;
+    for name in APP_GROUPS {
+        env.create_dlq(&format!("{}{name}", env.prefix)).await;
+    }
+    env
 }
 
 /// Starts the four consumers for `env` with fixed ports and groups under its prefix.
@@ -430,7 +511,7 @@ async fn restarting_each_consumer_mid_stream_changes_nothing() {
     };
 
     // The control run: no restarts.
-    let control = Env::new().await;
+    let control = apps_env().await;
     let control_ports = [free_port(), free_port(), free_port(), free_port()];
     let running = start_all(&control, control_ports);
     publish(&control, &scenario, Phase::Decisions).await;
@@ -448,29 +529,33 @@ async fn restarting_each_consumer_mid_stream_changes_nothing() {
     }
 
     // The same traffic, with every consumer killed -9 mid-stream and restarted.
-    let crashed = Env::new().await;
+    let crashed = apps_env().await;
     eprintln!(
         "control run under prefix {}, restarted run under {}",
         control.prefix, crashed.prefix
     );
     let ports = [free_port(), free_port(), free_port(), free_port()];
     let mut running = start_all(&crashed, ports);
-    publish(&crashed, &scenario, Phase::Decisions).await;
-    // Kill once every consumer is under way, while records are still uncommitted.
-    for port in ports {
-        wait_until(
-            Duration::from_secs(60),
-            "every consumer under way",
-            || async move { consumed(port).await > 0 },
-        )
-        .await;
-    }
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    let lag_at_kill = total_lag(&crashed).await;
-    for process in &mut running {
-        process.0.kill().expect("kill -9");
-        let _ = process.0.wait();
-    }
+    // The traffic is paced, and each consumer is killed as soon as it has
+    // processed something: the kills land while records are still
+    // uncommitted, however fast the broker and the consumers are.
+    let kill_each_once_under_way = async {
+        for (port, process) in ports.into_iter().zip(running.iter_mut()) {
+            wait_until(
+                Duration::from_secs(60),
+                "the consumer under way",
+                || async move { consumed(port).await > 0 },
+            )
+            .await;
+            process.0.kill().expect("kill -9");
+            let _ = process.0.wait();
+        }
+        total_lag(&crashed).await
+    };
+    let ((), lag_at_kill) = tokio::join!(
+        publish_paced(&crashed, &scenario, Phase::Decisions),
+        kill_each_once_under_way
+    );
     eprintln!("killed with {lag_at_kill} records uncommitted across the four groups");
     assert!(lag_at_kill > 0, "the kill came mid-stream");
     let _restarted = start_all(&crashed, ports);

@@ -1,12 +1,17 @@
 //! Kafka connection settings shared by every binary, turned into an rdkafka
 //! `ClientConfig` in one place.
 
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use clap::Args;
 use rdkafka::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::client::{ClientContext, DefaultClientContext};
+use rdkafka::config::RDKafkaLogLevel;
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
+use rdkafka::error::KafkaError;
 use rdkafka::metadata::Metadata;
+use rdkafka::types::RDKafkaErrorCode;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectionError {
@@ -20,6 +25,12 @@ pub enum ConnectionError {
     PasswordWithoutUser,
     #[error("cannot create a Kafka client: {0}")]
     Client(#[source] rdkafka::error::KafkaError),
+    /// The brokers answered but refused the credentials or the TLS handshake:
+    /// retrying will not help, so this is reported at once.
+    #[error(
+        "Kafka at {brokers} refused the connection: {reason} (check KAFKA_USERNAME, KAFKA_PASSWORD, KAFKA_SASL_MECHANISM and KAFKA_SSL_CA_LOCATION)"
+    )]
+    Refused { brokers: String, reason: String },
     #[error("broker metadata from {brokers} not available within {timeout:?}: {source}")]
     Unreachable {
         brokers: String,
@@ -158,24 +169,93 @@ impl KafkaArgs {
     }
 
     /// Metadata of every broker and topic, fetched off the async workers.
+    /// Wrong credentials or an untrusted certificate fail at once
+    /// ([`ConnectionError::Refused`]), not when the timeout runs out.
     pub async fn cluster_metadata(&self, timeout: Duration) -> Result<Metadata, ConnectionError> {
-        let consumer: BaseConsumer = self
+        let context = RefusalWatch::default();
+        let consumer: BaseConsumer<RefusalWatch> = self
             .client_config()?
-            .create()
+            .create_with_context(context.clone())
             .map_err(ConnectionError::Client)?;
         let brokers = self.brokers.clone();
         tokio::task::spawn_blocking(move || {
-            consumer
-                .fetch_metadata(None, timeout)
-                .map_err(|source| ConnectionError::Unreachable {
-                    brokers,
-                    timeout,
-                    source,
-                })
+            let deadline = Instant::now() + timeout;
+            loop {
+                // Short requests, so a refusal reported meanwhile ends the wait.
+                let left = deadline.saturating_duration_since(Instant::now());
+                match consumer.fetch_metadata(None, left.min(Duration::from_millis(500))) {
+                    Ok(metadata) => return Ok(metadata),
+                    Err(source) => {
+                        // A consumer hands librdkafka's global errors back from poll.
+                        while let Some(Err(error)) = consumer.poll(Duration::ZERO) {
+                            if is_refusal(&error) {
+                                let reason = context.refusal().unwrap_or_else(|| error.to_string());
+                                return Err(ConnectionError::Refused { brokers, reason });
+                            }
+                        }
+                        if Instant::now() >= deadline {
+                            return Err(ConnectionError::Unreachable {
+                                brokers,
+                                timeout,
+                                source,
+                            });
+                        }
+                    }
+                }
+            }
         })
         .await?
     }
 }
+
+/// A client context that keeps librdkafka's own words for the last error it
+/// logged, so a refusal (wrong credentials, untrusted certificate) is reported
+/// with its reason; librdkafka only logs these and keeps retrying.
+#[derive(Clone, Default)]
+pub struct RefusalWatch {
+    last_error: Arc<Mutex<Option<String>>>,
+}
+
+impl RefusalWatch {
+    /// librdkafka's last error-level log line, the reason behind a refusal.
+    pub fn refusal(&self) -> Option<String> {
+        self.last_error
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+}
+
+/// Whether a global librdkafka error means the brokers refuse our
+/// credentials or our TLS settings: retrying cannot succeed.
+pub fn is_refusal(error: &KafkaError) -> bool {
+    matches!(
+        error.rdkafka_error_code(),
+        Some(
+            RDKafkaErrorCode::Authentication
+                | RDKafkaErrorCode::SaslAuthenticationFailed
+                | RDKafkaErrorCode::SSL
+        )
+    )
+}
+
+impl ClientContext for RefusalWatch {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
+        if matches!(
+            level,
+            RDKafkaLogLevel::Emerg
+                | RDKafkaLogLevel::Alert
+                | RDKafkaLogLevel::Critical
+                | RDKafkaLogLevel::Error
+        ) {
+            *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) =
+                Some(log_message.to_owned());
+        }
+        DefaultClientContext.log(level, fac, log_message);
+    }
+}
+
+impl ConsumerContext for RefusalWatch {}
 
 /// The partition ids of `topic`; empty when it does not exist. Blocking.
 pub fn topic_partitions<C: rdkafka::consumer::ConsumerContext>(

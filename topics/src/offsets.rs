@@ -30,10 +30,12 @@ pub enum ResetError {
         "group {group} has {members} active member(s); stop its consumers before moving its offsets"
     )]
     GroupActive { group: String, members: usize },
-    #[error(
-        "cannot tell whether group {group} is active ({reason}); stop its consumers and rerun with --force"
-    )]
-    CannotTellIfActive { group: String, reason: String },
+    #[error("cannot describe group {group}, so its offsets were left alone: {source}")]
+    CannotDescribeGroup {
+        group: String,
+        #[source]
+        source: rdkafka::error::KafkaError,
+    },
     #[error("topic {0} does not exist")]
     NoSuchTopic(String),
     #[error(transparent)]
@@ -43,16 +45,15 @@ pub enum ResetError {
 }
 
 /// Computes (and unless `dry_run`, commits) the group's new offsets for `topic`.
-/// Refuses while the group has members; where the broker cannot list groups
-/// (Tansu has no ListGroups), refuses unless `force` says its consumers are stopped.
-#[allow(clippy::too_many_arguments)]
+/// Refuses while the group has members (DescribeGroups, as
+/// `kafka-consumer-groups --reset-offsets` does): a running member would
+/// overwrite the new offsets with its own at its next commit.
 pub fn reset_offsets(
     kafka: &KafkaArgs,
     group: &str,
     topic: &str,
     to: ResetTo,
     dry_run: bool,
-    force: bool,
     timeout: Duration,
 ) -> Result<Vec<PartitionReset>, ResetError> {
     let mut config = kafka.client_config()?;
@@ -60,28 +61,23 @@ pub fn reset_offsets(
         .set("group.id", group)
         .set("enable.auto.commit", "false");
     let consumer: BaseConsumer = config.create()?;
-    match consumer.fetch_group_list(Some(group), timeout) {
-        Ok(groups) => {
-            let members: usize = groups
-                .groups()
-                .iter()
-                .filter(|g| g.name() == group)
-                .map(|g| g.members().len())
-                .sum();
-            if members > 0 {
-                return Err(ResetError::GroupActive {
-                    group: group.to_owned(),
-                    members,
-                });
-            }
-        }
-        Err(_) if force => {}
-        Err(e) => {
-            return Err(ResetError::CannotTellIfActive {
-                group: group.to_owned(),
-                reason: e.to_string(),
-            });
-        }
+    let groups = consumer
+        .fetch_group_list(Some(group), timeout)
+        .map_err(|source| ResetError::CannotDescribeGroup {
+            group: group.to_owned(),
+            source,
+        })?;
+    let members: usize = groups
+        .groups()
+        .iter()
+        .filter(|g| g.name() == group)
+        .map(|g| g.members().len())
+        .sum();
+    if members > 0 {
+        return Err(ResetError::GroupActive {
+            group: group.to_owned(),
+            members,
+        });
     }
     let partitions = crate::connection::topic_partitions(&consumer, topic, timeout)?;
     if partitions.is_empty() {

@@ -9,12 +9,11 @@ use std::time::Duration;
 
 use opal_schemas::{EventType, RegistryClient, RegistryError};
 use rdkafka::admin::{
-    AdminClient, AdminOptions, AlterConfig, NewPartitions, NewTopic, ResourceSpecifier,
-    TopicReplication,
+    AdminClient, AdminOptions, AlterConfig, ConfigSource, NewPartitions, NewTopic,
+    ResourceSpecifier, TopicReplication,
 };
 use rdkafka::client::DefaultClientContext;
 use rdkafka::error::KafkaError;
-use rdkafka::types::RDKafkaErrorCode;
 use serde::Serialize;
 
 use crate::catalog::TopicSpec;
@@ -155,6 +154,10 @@ pub struct ObservedTopic {
     pub replication_factor: i32,
     /// Every config the broker reports for the topic.
     pub configs: BTreeMap<String, String>,
+    /// The configs set on the topic itself (not inherited from the broker):
+    /// AlterConfigs replaces this whole set, so a change must resend them.
+    #[serde(skip)]
+    pub overrides: BTreeMap<String, String>,
 }
 
 /// The cluster and registry being provisioned.
@@ -214,6 +217,7 @@ impl Target {
                         .min()
                         .unwrap_or(0),
                     configs: BTreeMap::new(),
+                    overrides: BTreeMap::new(),
                 };
                 (observed.name.clone(), observed)
             })
@@ -239,11 +243,13 @@ impl Target {
                 reason: code.to_string(),
             })?;
             if let Some(topic) = topics.get_mut(name) {
-                topic.configs = resource
-                    .entries
-                    .into_iter()
-                    .filter_map(|e| e.value.map(|v| (e.name, v)))
-                    .collect();
+                for entry in resource.entries {
+                    let Some(value) = entry.value else { continue };
+                    if entry.source == ConfigSource::DynamicTopic {
+                        topic.overrides.insert(entry.name.clone(), value.clone());
+                    }
+                    topic.configs.insert(entry.name, value);
+                }
             }
         }
         Ok(topics)
@@ -439,27 +445,20 @@ impl Target {
             if differing.is_empty() {
                 continue;
             }
-            // AlterConfigs replaces a topic's dynamic configs as a whole, so send
-            // every managed key, not only the differing ones.
-            let alter = spec.configs.iter().fold(
+            // AlterConfigs replaces a topic's dynamic configs as a whole: send
+            // the topic's other overrides unchanged beside the catalog's keys.
+            // (rdkafka does not expose IncrementalAlterConfigs.)
+            let mut wanted = current.overrides.clone();
+            wanted.extend(spec.configs.iter().map(|(k, v)| (k.clone(), v.clone())));
+            let alter = wanted.iter().fold(
                 AlterConfig::new(ResourceSpecifier::Topic(&spec.name)),
                 |a, (k, v)| a.set(k, v),
             );
-            let results = match self.admin.alter_configs(&[alter], &self.options()).await {
-                Ok(results) => results,
-                // Tansu implements IncrementalAlterConfigs only, which rdkafka does not expose.
-                Err(KafkaError::AdminOp(RDKafkaErrorCode::UnsupportedFeature)) => {
-                    let wanted: Vec<String> =
-                        differing.iter().map(|(k, v)| format!("{k}={v}")).collect();
-                    report.left_alone.push(format!(
-                        "{}: this broker does not support AlterConfigs; set {} by hand",
-                        spec.name,
-                        wanted.join(" ")
-                    ));
-                    continue;
-                }
-                Err(e) => return Err(ProvisionError::Admin(e)),
-            };
+            let results = self
+                .admin
+                .alter_configs(&[alter], &self.options())
+                .await
+                .map_err(ProvisionError::Admin)?;
             for result in results {
                 result.map_err(|(_, code)| ProvisionError::Topic {
                     action: "configure",

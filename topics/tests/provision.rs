@@ -6,7 +6,7 @@ use std::time::Duration;
 use opal_schemas::Environment;
 use opal_topics::provision::{Drift, Target};
 use opal_topics::{Catalog, KafkaArgs, RegistryArgs, TopicSpec};
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::admin::{AdminClient, AdminOptions};
 use rdkafka::client::DefaultClientContext;
 
 const TIMEOUT: Duration = Duration::from_secs(20);
@@ -121,80 +121,95 @@ async fn init_is_idempotent_and_check_is_clean_after_it() {
     assert_eq!(observed[&prefs.name].partitions, 3);
 }
 
-/// Tansu 0.6.0's DeleteTopics on SQLite deletes *every* topic of the cluster
-/// (its `topic_delete_by.sql` filters on the cluster only), so this test never
-/// deletes: the "deleted" topic is one that init was not allowed to create.
+/// A deleted topic and a topic whose config was changed by hand: `check`
+/// reports both, `init` recreates the one and applies the catalog's config to
+/// the other, keeping the topic's other overrides, and `check` is then clean.
 #[tokio::test]
-async fn check_catches_a_missing_topic_and_a_changed_config() {
+async fn init_repairs_a_deleted_topic_and_config_drift_and_check_reports_them_first() {
     let (target, plan, _) = setup();
-    // A topic that exists with another retention than the catalog's.
+    target.init(&plan, false).await.expect("init");
     let changed = &plan[0];
-    let created = admin()
-        .create_topics(
-            &[NewTopic::new(
-                &changed.name,
-                changed.partitions,
-                TopicReplication::Fixed(1),
-            )
+    let deleted = &plan[2];
+    let hand_set =
+        rdkafka::admin::AlterConfig::new(rdkafka::admin::ResourceSpecifier::Topic(&changed.name))
             .set("cleanup.policy", "delete")
             .set("min.insync.replicas", "1")
-            .set("retention.ms", "1000")],
+            .set("retention.ms", "1000")
+            // Not managed by the catalog: init must leave it as it is.
+            .set("segment.ms", "3600000");
+    let altered = admin()
+        .alter_configs(
+            &[hand_set],
             &AdminOptions::new().operation_timeout(Some(TIMEOUT)),
         )
         .await
-        .expect("create");
-    assert!(created.iter().all(Result::is_ok), "{created:?}");
-    let missing = plan[2].clone();
-    let without_missing: Vec<TopicSpec> = plan
-        .iter()
-        .filter(|t| t.name != missing.name)
-        .cloned()
-        .collect();
-    let report = target.init(&without_missing, false).await.expect("init");
+        .expect("alter configs");
+    assert!(altered.iter().all(Result::is_ok), "{altered:?}");
+    let removed = admin()
+        .delete_topics(
+            &[&deleted.name],
+            &AdminOptions::new().operation_timeout(Some(TIMEOUT)),
+        )
+        .await
+        .expect("delete topic");
+    assert!(removed.iter().all(Result::is_ok), "{removed:?}");
 
     let drift = target.check(&plan).await.expect("check");
     assert!(
         drift.contains(&Drift::MissingTopic {
-            topic: missing.name.clone()
+            topic: deleted.name.clone()
         }),
         "{drift:?}"
     );
-    let retention_drift = drift.iter().any(|d| {
-        matches!(d, Drift::Config { topic, key, actual, .. }
-        if *topic == changed.name && key == "retention.ms" && actual.as_deref() == Some("1000"))
-    });
-    let repaired_config = report.changes.iter().any(|c| c.contains("retention.ms"));
     assert!(
-        retention_drift != repaired_config,
-        "the config is either repaired or still reported: {drift:?} {report:?}"
+        drift.iter().any(|d| matches!(d, Drift::Config { topic, key, actual, .. }
+            if *topic == changed.name && key == "retention.ms" && actual.as_deref() == Some("1000"))),
+        "{drift:?}"
     );
-    if !repaired_config {
-        // Tansu has no AlterConfigs: init says so instead of pretending.
-        assert!(
-            report
-                .left_alone
-                .iter()
-                .any(|n| n.contains(&changed.name) && n.contains("retention.ms=")),
-            "{report:?}"
-        );
-    }
 
-    let repaired = target
-        .init(&plan, false)
-        .await
-        .expect("init creates the missing topic");
+    // The broker may still hold the deleted topic for a moment (its metadata
+    // propagates asynchronously): creating it again answers "already exists".
+    let mut repaired = None;
+    for _ in 0..50 {
+        match target.init(&plan, false).await {
+            Ok(report) => {
+                repaired = Some(report);
+                break;
+            }
+            Err(e) if e.to_string().contains("already exists") => {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(e) => panic!("init: {e}"),
+        }
+    }
+    let repaired = repaired.expect("init once the deletion completed");
+    let expected_retention = &changed.configs["retention.ms"];
     assert!(
         repaired.changes.contains(&format!(
             "created topic {} (3 partitions, replication 1)",
-            missing.name
+            deleted.name
+        )) && repaired.changes.contains(&format!(
+            "set {} retention.ms={expected_retention}",
+            changed.name
         )),
         "{repaired:?}"
     );
-    let left: Vec<Drift> = target.check(&plan).await.expect("check");
-    assert!(
-        left.iter()
-            .all(|d| matches!(d, Drift::Config { topic, .. } if *topic == changed.name)),
-        "{left:?}"
+    assert!(repaired.left_alone.is_empty(), "{repaired:?}");
+    assert_eq!(
+        target.check(&plan).await.expect("check"),
+        Vec::<Drift>::new()
+    );
+    let observed = target
+        .observe(Some(std::slice::from_ref(&changed.name)))
+        .await
+        .expect("observe");
+    assert_eq!(
+        observed[&changed.name]
+            .overrides
+            .get("segment.ms")
+            .map(String::as_str),
+        Some("3600000"),
+        "an override outside the catalog is kept"
     );
 }
 

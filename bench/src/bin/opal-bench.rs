@@ -1,6 +1,6 @@
 //! `opal-bench run` measures one broker; `opal-bench report` merges runs and the
 //! codec microbenchmarks into bench/results/latest.json and prints the tables.
-//! `scripts/bench.sh` runs both on SQLite and memory storage.
+//! `scripts/bench.sh` runs both against the local Apache Kafka broker.
 
 use std::path::PathBuf;
 

@@ -47,21 +47,7 @@ impl Env {
         )
         .expect("target");
         target.init(&plan, false).await.expect("kafka-init");
-        let admin: AdminClient<DefaultClientContext> = config
-            .kafka
-            .client_config()
-            .expect("config")
-            .create()
-            .expect("admin");
-        let dlq = opal_topics::dlq_topic(&prefix, &group);
-        let created = admin
-            .create_topics(
-                &[NewTopic::new(&dlq, 1, TopicReplication::Fixed(1))],
-                &AdminOptions::new().operation_timeout(Some(TIMEOUT)),
-            )
-            .await
-            .expect("create dlq");
-        assert!(created.iter().all(Result::is_ok), "{created:?}");
+        create_dlq(&config.kafka, &prefix, &group).await;
         let mut args = RuntimeArgs::local(&brokers(), &registry_url(), &redis_url());
         args.topic_prefix = prefix.clone();
         args.group = Some(group.clone());
@@ -82,6 +68,12 @@ impl Env {
             args,
             publisher,
         }
+    }
+
+    /// Creates the dead-letter topic of another consumer group under this
+    /// prefix (consumers refuse to start without their DLQ).
+    pub async fn create_dlq(&self, group: &str) {
+        create_dlq(&self.args.kafka, &self.prefix, group).await;
     }
 
     pub fn topic(&self, event_type: opal_schemas::EventType) -> String {
@@ -136,6 +128,24 @@ impl Env {
                 .expect("spawn opal-counting-consumer"),
         )
     }
+}
+
+/// Creates `group`'s dead-letter topic under `prefix`.
+async fn create_dlq(kafka: &KafkaArgs, prefix: &str, group: &str) {
+    let admin: AdminClient<DefaultClientContext> = kafka
+        .client_config()
+        .expect("config")
+        .create()
+        .expect("admin");
+    let dlq = opal_topics::dlq_topic(prefix, group);
+    let created = admin
+        .create_topics(
+            &[NewTopic::new(&dlq, 1, TopicReplication::Fixed(1))],
+            &AdminOptions::new().operation_timeout(Some(TIMEOUT)),
+        )
+        .await
+        .expect("create dlq");
+    assert!(created.iter().all(Result::is_ok), "{created:?}");
 }
 
 /// A child process that cannot outlive a failed test.

@@ -168,6 +168,13 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     return Ok(ExitCode::from(2));
                 }
             }
+            // Unreachable brokers or refused credentials end here, before
+            // anything is queued: a clear error, not a delivery timeout.
+            cli.publisher
+                .kafka
+                .cluster_metadata(Duration::from_secs(30))
+                .await
+                .context("nothing was published")?;
             let mut failed = false;
             for result in publisher.publish_batch(events).await {
                 match result {

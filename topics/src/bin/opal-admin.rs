@@ -110,10 +110,6 @@ enum Command {
         /// Print the new offsets without committing them.
         #[arg(long)]
         dry_run: bool,
-        /// Proceed when the broker cannot say whether the group is active
-        /// (you have stopped its consumers).
-        #[arg(long)]
-        force: bool,
     },
     /// Topics with partitions and configs, subjects with versions and ids.
     Describe {
@@ -214,7 +210,6 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             to_earliest,
             to_latest,
             dry_run,
-            force,
         } => {
             use opal_topics::offsets::{ResetTo, reset_offsets};
             let to = match (to_datetime, to_earliest, to_latest) {
@@ -226,7 +221,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let kafka = cli.kafka.clone();
             let timeout = cli.timeout;
             let plan = tokio::task::spawn_blocking(move || {
-                reset_offsets(&kafka, &group, &topic, to, dry_run, force, timeout)
+                reset_offsets(&kafka, &group, &topic, to, dry_run, timeout)
             })
             .await??;
             for p in &plan {
