@@ -370,6 +370,8 @@ impl Target {
                     spec.name, spec.partitions, spec.replication_factor
                 ));
             }
+            let created: Vec<&str> = missing.iter().map(|t| t.name.as_str()).collect();
+            self.wait_until_led(&created).await?;
         }
         for drift in topic_drift(plan, &observed) {
             match drift {
@@ -424,6 +426,42 @@ impl Target {
             }
         }
         Ok(report)
+    }
+
+    /// Waits until every partition of `topics` has a leader in the brokers'
+    /// metadata: CreateTopics returns once the controller has the topic, and
+    /// the brokers learn of it a moment later, so a client that comes right
+    /// after `init` could otherwise meet "unknown topic" or "not leader".
+    async fn wait_until_led(&self, topics: &[&str]) -> Result<()> {
+        let deadline = tokio::time::Instant::now() + self.timeout;
+        loop {
+            let metadata = self.kafka.cluster_metadata(self.timeout).await?;
+            let waiting: Vec<&str> = topics
+                .iter()
+                .copied()
+                .filter(|name| {
+                    !metadata.topics().iter().any(|t| {
+                        t.name() == *name
+                            && t.error().is_none()
+                            && !t.partitions().is_empty()
+                            && t.partitions()
+                                .iter()
+                                .all(|p| p.leader() >= 0 && p.error().is_none())
+                    })
+                })
+                .collect();
+            if waiting.is_empty() {
+                return Ok(());
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(ProvisionError::Topic {
+                    action: "wait for leaders of",
+                    topic: waiting.join(", "),
+                    reason: format!("no leader for every partition within {:?}", self.timeout),
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 
     /// Sets the managed configs of existing topics that differ from the plan.
