@@ -1,0 +1,63 @@
+//! Librdkafka callbacks: lag from statistics, commits on revocation.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use rdkafka::client::ClientContext;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
+use rdkafka::statistics::Statistics;
+use tracing::{debug, info};
+
+use crate::health::Health;
+use crate::metrics::ConsumerMetrics;
+
+/// Librdkafka callbacks: lag from statistics, commits on revocation.
+pub struct RuntimeContext {
+    /// The consumer's name, the `consumer` label of the lag gauge.
+    pub(super) name: String,
+    /// Where lag from librdkafka's statistics goes.
+    pub(super) metrics: ConsumerMetrics,
+    /// Readiness reports the total lag.
+    pub(super) health: Arc<Health>,
+}
+
+impl ClientContext for RuntimeContext {
+    fn stats(&self, statistics: Statistics) {
+        let mut total = 0;
+        for (topic, t) in &statistics.topics {
+            for (id, p) in &t.partitions {
+                if *id < 0 || p.consumer_lag < 0 {
+                    continue;
+                }
+                total += p.consumer_lag;
+                self.metrics
+                    .lag
+                    .with_label_values(&[&self.name, topic, &id.to_string()])
+                    .set(p.consumer_lag);
+            }
+        }
+        self.health.lag.store(total, Ordering::Relaxed);
+    }
+}
+
+impl ConsumerContext for RuntimeContext {
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        // Batches finish before the next poll, so nothing is in flight here:
+        // commit what is stored before the partitions go.
+        if let Rebalance::Revoke(partitions) = rebalance {
+            info!(
+                count = partitions.count(),
+                "partitions revoked; committing stored offsets"
+            );
+            if let Err(e) = consumer.commit_consumer_state(CommitMode::Sync) {
+                debug!(error = %e, "commit on revoke");
+            }
+        }
+    }
+
+    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Assign(partitions) = rebalance {
+            info!(count = partitions.count(), "partitions assigned");
+        }
+    }
+}

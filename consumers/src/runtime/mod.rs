@@ -1,0 +1,247 @@
+//! The consumer runtime: Kafka in, decoded events to the handler, effects
+//! applied exactly once through Redis, failures retried, dead-lettered or
+//! waited out, offsets stored only once every event before them is settled.
+//!
+//! A poll batch goes through four steps: decode and validate every record;
+//! lease every event (one Redis round trip); handle them, partitions
+//! concurrently and each partition in order, then publish emitted events and
+//! apply state with the done-marks (one more round trip); dead-letter what
+//! failed. Only then are the batch's offsets stored, so a stored offset never
+//! passes an unsettled event. A dependency that is down pauses the batch where
+//! it stands until it returns; nothing is dead-lettered for it. An event waiting
+//! for another input (a join) parks its partition: the partition is paused and
+//! rewound to that event and resumed a moment later, while the others go on.
+//!
+//! One concept per file: [`context`] (librdkafka callbacks), [`batch`] (the
+//! batch state machine), [`handle`] (one partition's events through the
+//! handler), [`emit`] (emitted events and their derived ids), [`waits`]
+//! (pausing for a dependency), [`topics`] (start-up checks and partition
+//! counts), [`health_checks`] (the dependency probes behind readiness).
+
+mod batch;
+mod context;
+mod emit;
+mod handle;
+mod health_checks;
+mod topics;
+mod waits;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use opal_producers::{Publisher, PublisherConfig};
+use opal_schemas::Codec;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use crate::config::RuntimeArgs;
+use crate::dlq::DlqWriter;
+use crate::handler::{Handler, StateReader};
+use crate::health::Health;
+use crate::idempotency::Idempotency;
+use crate::metrics::ConsumerMetrics;
+
+pub use context::RuntimeContext;
+pub use emit::derived_event_id;
+
+use health_checks::health_checks;
+use topics::check_topics;
+
+pub struct Runtime<H: Handler> {
+    handler: Arc<H>,
+    args: RuntimeArgs,
+    group: String,
+    topics: Vec<String>,
+    consumer: Arc<StreamConsumer<RuntimeContext>>,
+    codec: Arc<Codec>,
+    idempotency: Idempotency,
+    state: StateReader,
+    publisher: Publisher,
+    dlq: DlqWriter,
+    metrics: ConsumerMetrics,
+    health: Arc<Health>,
+    cancel: CancellationToken,
+    /// Partition counts of the input topics, from metadata (see [`Source`]).
+    partition_counts: Mutex<HashMap<String, i32>>,
+}
+
+impl<H: Handler> Runtime<H> {
+    /// Connects to Redis, Kafka and the registry; fails with a clear message if
+    /// the configuration is unusable.
+    pub async fn new(
+        handler: H,
+        args: RuntimeArgs,
+        default_group: &str,
+        cancel: CancellationToken,
+    ) -> anyhow::Result<Self> {
+        args.validate().map_err(anyhow::Error::msg)?;
+        let group = args
+            .group
+            .clone()
+            .unwrap_or_else(|| default_group.to_owned());
+        let metrics = ConsumerMetrics::new().context("metrics")?;
+        let health = Health::new();
+        let registry = args
+            .registry
+            .client(Duration::from_secs(5))
+            .context("schema registry client")?;
+        let codec = Arc::new(Codec::new(registry));
+
+        let redis =
+            redis::Client::open(args.redis_url.as_str()).context("REDIS_URL is not a Redis URL")?;
+        let redis_config = redis::aio::ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(Duration::from_secs(2)))
+            .set_response_timeout(Some(Duration::from_secs(5)))
+            .set_number_of_retries(2)
+            .set_max_delay(Duration::from_secs(1));
+        let connection = redis
+            .get_connection_manager_with_config(redis_config)
+            .await
+            .context("cannot connect to Redis at REDIS_URL")?;
+        let idempotency = Idempotency::new(
+            connection.clone(),
+            &group,
+            Duration::from_secs(args.idempotency_ttl_secs),
+            Duration::from_millis(args.lease_ms),
+        );
+
+        let kafka = args.kafka.client_config()?;
+        let mut consumer_config: ClientConfig = kafka.clone();
+        consumer_config
+            .set("group.id", &group)
+            .set("enable.auto.commit", "true")
+            .set("auto.commit.interval.ms", "1000")
+            .set("enable.auto.offset.store", "false")
+            .set("auto.offset.reset", "earliest")
+            .set("session.timeout.ms", args.session_timeout_ms.to_string())
+            .set("statistics.interval.ms", "5000");
+        if let Some(instance) = &args.group_instance_id {
+            consumer_config.set("group.instance.id", instance);
+        }
+        let context = RuntimeContext {
+            name: handler.name().to_owned(),
+            metrics: metrics.clone(),
+            health: health.clone(),
+        };
+        let consumer: StreamConsumer<RuntimeContext> = consumer_config
+            .create_with_context(context)
+            .context("cannot create the Kafka consumer")?;
+        let topics: Vec<String> = handler
+            .inputs()
+            .iter()
+            .map(|t| format!("{}{}", args.topic_prefix, t.topic()))
+            .collect();
+        let dlq_topic = opal_topics::dlq_topic(&args.topic_prefix, &group);
+        let partition_counts = check_topics(&args, &topics, &dlq_topic).await?;
+
+        let publisher_config = PublisherConfig {
+            kafka: args.kafka.clone(),
+            registry: args.registry.clone(),
+            environment: args.environment,
+            source_system: format!("opal-{}", handler.name()),
+            topic_prefix: args.topic_prefix.clone(),
+            auto_register: false,
+            delivery_timeout_ms: 30_000,
+        };
+        let publisher =
+            Publisher::with_codec(publisher_config, codec.clone(), metrics.publish.clone())?;
+        let dlq = DlqWriter::new(&kafka, dlq_topic, group.clone())?;
+        Ok(Runtime {
+            handler: Arc::new(handler),
+            args,
+            group,
+            topics,
+            consumer: Arc::new(consumer),
+            codec,
+            idempotency,
+            state: StateReader::new(connection),
+            publisher,
+            dlq,
+            metrics,
+            health,
+            cancel,
+            partition_counts: Mutex::new(partition_counts),
+        })
+    }
+
+    pub fn group(&self) -> &str {
+        &self.group
+    }
+
+    pub fn health(&self) -> Arc<Health> {
+        self.health.clone()
+    }
+
+    pub fn metrics(&self) -> ConsumerMetrics {
+        self.metrics.clone()
+    }
+
+    pub fn state(&self) -> StateReader {
+        self.state.clone()
+    }
+
+    pub fn handler(&self) -> Arc<H> {
+        self.handler.clone()
+    }
+
+    /// Consumes until cancelled, then finishes the batch in hand, commits and flushes.
+    pub async fn run(self) -> anyhow::Result<()> {
+        let topics: Vec<&str> = self.topics.iter().map(String::as_str).collect();
+        self.consumer.subscribe(&topics).context("subscribe")?;
+        info!(group = %self.group, topics = ?self.topics, "consuming");
+        let checker = tokio::spawn(health_checks(
+            self.args.clone(),
+            self.topics.first().cloned().unwrap_or_default(),
+            self.codec.clone(),
+            self.state.clone(),
+            self.health.clone(),
+            self.metrics.clone(),
+            self.cancel.clone(),
+        ));
+        while !self.cancel.is_cancelled() {
+            let first = tokio::select! {
+                _ = self.cancel.cancelled() => break,
+                message = self.consumer.recv() => message,
+            };
+            let first = match first {
+                Ok(m) => m.detach(),
+                Err(e) => {
+                    warn!(error = %e, "kafka error while polling");
+                    continue;
+                }
+            };
+            let mut batch = vec![first];
+            while batch.len() < self.args.max_batch {
+                match tokio::time::timeout(Duration::from_millis(2), self.consumer.recv()).await {
+                    Ok(Ok(m)) => batch.push(m.detach()),
+                    Ok(Err(e)) => warn!(error = %e, "kafka error while polling"),
+                    Err(_) => break,
+                }
+            }
+            self.metrics.batches.inc();
+            let started = Instant::now();
+            // On shutdown the batch in hand still finishes, within the drain timeout.
+            let drain = async {
+                self.cancel.cancelled().await;
+                tokio::time::sleep(self.args.drain_timeout()).await;
+            };
+            tokio::select! {
+                _ = self.process_batch(batch, started) => {}
+                _ = drain => warn!("drain timeout: the unfinished batch is left uncommitted and will be redelivered"),
+            }
+        }
+        info!("stopping: committing offsets and flushing producers");
+        if let Err(e) = self.consumer.commit_consumer_state(CommitMode::Sync) {
+            debug!(error = %e, "final commit");
+        }
+        let _ = self.publisher.flush(Duration::from_secs(5));
+        self.dlq.flush(Duration::from_secs(5));
+        checker.abort();
+        info!("offsets committed, producers flushed; closing the consumer");
+        Ok(())
+    }
+}
