@@ -4,11 +4,22 @@
 
 # ---- build: the whole workspace in release mode ----
 FROM rust:1.95-slim-bookworm AS build
-# librdkafka is built from source by rdkafka-sys (make, g++, perl); ssl and
-# native-tls link OpenSSL; libz-sys wants zlib.
+# What the native dependencies' build scripts use (Cargo.lock: rdkafka-sys with
+# features ssl + libz, openssl-sys, libz-sys; no other *-sys crate):
+# - build-essential: rdkafka-sys builds the bundled librdkafka with its own
+#   configure script (bash) and make, C and C++ (src-cpp is built too).
+# - pkg-config + libssl-dev: openssl-sys (rdkafka's ssl feature and reqwest's
+#   native-tls) and librdkafka's configure find the system OpenSSL.
+# - zlib1g-dev: libz-sys links the system zlib when pkg-config finds it (it
+#   would otherwise compile its vendored copy); the runtime stage has zlib1g.
+# Not installed, since nothing uses them: cmake (only rdkafka-sys's cmake-build
+# feature, which is off), perl (only for building OpenSSL from source, the
+# ssl-vendored feature, also off; librdkafka's configure does not use it) and
+# python3 (librdkafka's configure only uses it to generate a linker script for
+# the shared library, and skips that without it; we link the static library).
 RUN apt-get update \
  && apt-get install -y --no-install-recommends \
-      build-essential cmake perl pkg-config python3 libssl-dev zlib1g-dev \
+      build-essential pkg-config libssl-dev zlib1g-dev \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY . .
@@ -22,6 +33,8 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
        target/release/feedback-consumer target/release/forecast-consumer /out/
 
 # ---- runtime: Debian slim, no compiler, non-root ----
+# No curl or wget: docker-compose.yml's healthchecks use bash (Essential in
+# Debian, so always here) and its /dev/tcp.
 FROM debian:bookworm-slim AS runtime
 RUN apt-get update \
  && apt-get install -y --no-install-recommends ca-certificates libssl3 zlib1g \

