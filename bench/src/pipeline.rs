@@ -39,7 +39,7 @@ impl Handler for NoopHandler {
 /// A running pipeline: its task and the metrics that count Redis round trips.
 pub struct Pipeline {
     pub metrics: opal_consumers::metrics::ConsumerMetrics,
-    pub task: tokio::task::JoinHandle<anyhow::Result<()>>,
+    pub task: tokio::task::JoinHandle<anyhow::Result<opal_consumers::runtime::RunEnd>>,
 }
 
 /// Starts the runtime in this process for `args` (prefix and group set by the caller).

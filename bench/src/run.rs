@@ -34,13 +34,8 @@ pub struct RunOptions {
     pub kafka: KafkaArgs,
     #[command(flatten)]
     pub registry: RegistryArgs,
-    #[arg(
-        long,
-        env = "REDIS_URL",
-        default_value = "redis://127.0.0.1:6379",
-        hide_env_values = true
-    )]
-    pub redis_url: String,
+    #[command(flatten)]
+    pub redis: opal_consumers::config::RedisArgs,
     /// The broker, as named in the report (e.g. apache-kafka-4.4.0).
     #[arg(long)]
     pub broker: String,
@@ -272,7 +267,7 @@ pub async fn run(options: &RunOptions) -> anyhow::Result<RunResult> {
     let mut args = RuntimeArgs::local(
         &options.kafka.brokers,
         &options.registry.url,
-        &options.redis_url,
+        &options.redis.url,
     );
     args.kafka = options.kafka.clone();
     args.registry = options.registry.clone();

@@ -1,7 +1,11 @@
-//! The one place that decides what a failure means for an event.
+//! The one place that decides what a failure means for an event. Every error
+//! path of a batch carries its typed error here; retry, dead-letter and pause
+//! decisions read the class, nothing else.
 
+use opal_producers::PublishError;
 use opal_schemas::CodecError;
 
+use crate::dependency::Dependency;
 use crate::handler::HandlerError;
 
 /// What the runtime does with a failed event.
@@ -13,8 +17,14 @@ pub enum FailureClass {
     Invalid,
     /// Retry with backoff, then dead-letter.
     Transient,
+    /// An event the handler emitted was refused by the broker for good (too
+    /// large, not authorised, unknown topic): dead-letter the input at once.
+    EmitRejected,
+    /// The dead-letter topic refused the record for good: it is logged with
+    /// its coordinates and counted, and stays in its source topic.
+    DeadLetterRefused,
     /// Pause and retry until the dependency returns; never dead-letter.
-    DependencyDown,
+    DependencyDown(Dependency),
     /// Waiting for another input: park the partition, retry later; never dead-letter.
     NotYet,
 }
@@ -26,7 +36,9 @@ impl FailureClass {
             FailureClass::Undecodable => "opal.Undecodable",
             FailureClass::Invalid => "opal.Invalid",
             FailureClass::Transient => "opal.TransientExhausted",
-            FailureClass::DependencyDown => "opal.DependencyDown",
+            FailureClass::EmitRejected => "opal.EmitRejected",
+            FailureClass::DeadLetterRefused => "opal.DeadLetterRefused",
+            FailureClass::DependencyDown(_) => "opal.DependencyDown",
             FailureClass::NotYet => "opal.NotYet",
         }
     }
@@ -41,31 +53,77 @@ pub enum ProcessingError {
     Validation(#[from] opal_schemas::ValidationError),
     #[error(transparent)]
     Handler(#[from] HandlerError),
+    /// A Redis round trip of the runtime (leases, applying effects) failed as a whole.
     #[error("redis: {0}")]
     Redis(#[from] redis::RedisError),
-    #[error("kafka: {0}")]
-    Kafka(String),
+    /// Redis refused one of this event's own state commands (`WRONGTYPE`, a
+    /// value that is not a number, `OOM`); nothing of the event was applied.
+    #[error("redis refused the event's state change: {0}")]
+    StateCommand(String),
+    /// Publishing an event the handler emitted failed.
+    #[error("emitting an event: {0}")]
+    Emit(#[source] PublishError),
+    /// Writing the record to the dead-letter topic failed.
+    #[error("dead-letter topic {topic}: {source}")]
+    DeadLetter {
+        topic: String,
+        #[source]
+        source: PublishError,
+    },
 }
 
-/// Decides the class of `error`. Retry, DLQ and pause decisions read this only.
+/// Decides the class of `error`.
 pub fn classify(error: &ProcessingError) -> FailureClass {
     match error {
         ProcessingError::Decode(e) if e.is_undecodable() => FailureClass::Undecodable,
-        ProcessingError::Decode(e) if e.is_dependency_down() => FailureClass::DependencyDown,
+        ProcessingError::Decode(e) if e.is_dependency_down() => {
+            FailureClass::DependencyDown(Dependency::Registry)
+        }
         // Registry refusals other than "down" (e.g. a 4xx on lookup) will not fix themselves.
         ProcessingError::Decode(_) => FailureClass::Undecodable,
         ProcessingError::Validation(_) => FailureClass::Invalid,
-        ProcessingError::Handler(HandlerError::Invalid(_)) => FailureClass::Invalid,
-        ProcessingError::Handler(HandlerError::Transient(_)) => FailureClass::Transient,
-        ProcessingError::Handler(HandlerError::DependencyDown(_)) => FailureClass::DependencyDown,
-        ProcessingError::Handler(HandlerError::NotYet(_)) => FailureClass::NotYet,
-        ProcessingError::Redis(e) if redis_is_down(e) => FailureClass::DependencyDown,
-        ProcessingError::Redis(_) => FailureClass::Transient,
-        ProcessingError::Kafka(_) => FailureClass::DependencyDown,
+        ProcessingError::Handler(e) => match e {
+            HandlerError::Invalid(_) => FailureClass::Invalid,
+            HandlerError::Transient(_) => FailureClass::Transient,
+            HandlerError::NotYet(_) => FailureClass::NotYet,
+            HandlerError::DependencyDown(dependency, _) => {
+                FailureClass::DependencyDown(*dependency)
+            }
+            HandlerError::Redis(e) => redis_class(e),
+        },
+        ProcessingError::Redis(e) => redis_class(e),
+        ProcessingError::StateCommand(_) => FailureClass::Transient,
+        ProcessingError::Emit(e) => publish_class(e, FailureClass::EmitRejected),
+        ProcessingError::DeadLetter { source, .. } => {
+            publish_class(source, FailureClass::DeadLetterRefused)
+        }
     }
 }
 
-/// Whether a Redis error means Redis cannot be reached (as opposed to a bad command).
+/// Connection-level failures (refused, reset, timeout, loading, cluster down)
+/// mean Redis is down; a command Redis refuses (`WRONGTYPE`, a script error,
+/// `OOM`) is about this data and may succeed on a retry.
+fn redis_class(e: &redis::RedisError) -> FailureClass {
+    if redis_is_down(e) {
+        FailureClass::DependencyDown(Dependency::Redis)
+    } else {
+        FailureClass::Transient
+    }
+}
+
+/// A publish that may succeed later waits for its dependency; one refused
+/// for good takes `refused`.
+fn publish_class(e: &PublishError, refused: FailureClass) -> FailureClass {
+    match e {
+        PublishError::Registry(codec) if codec.is_dependency_down() => {
+            FailureClass::DependencyDown(Dependency::Registry)
+        }
+        e if e.is_retriable() => FailureClass::DependencyDown(Dependency::Kafka),
+        _ => refused,
+    }
+}
+
+/// Whether a Redis error means Redis cannot be reached (as opposed to a command it refused).
 pub fn redis_is_down(e: &redis::RedisError) -> bool {
     e.is_io_error()
         || e.is_connection_refusal()
@@ -74,13 +132,24 @@ pub fn redis_is_down(e: &redis::RedisError) -> bool {
         || e.is_unrecoverable_error()
         || matches!(
             e.code(),
-            Some("LOADING" | "BUSY" | "MASTERDOWN" | "TRYAGAIN")
+            Some("LOADING" | "BUSY" | "MASTERDOWN" | "TRYAGAIN" | "CLUSTERDOWN")
         )
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rdkafka::error::KafkaError;
+    use rdkafka::types::RDKafkaErrorCode;
+
+    fn server_error(code: &str, detail: &str) -> redis::RedisError {
+        // The reply Redis sends, parsed as the client parses it.
+        let reply = format!("-{code} {detail}\r\n");
+        redis::parse_redis_value(reply.as_bytes())
+            .expect("a reply")
+            .extract_error()
+            .expect_err("an error reply")
+    }
 
     #[test]
     fn each_error_has_its_class() {
@@ -100,7 +169,7 @@ mod tests {
                         reason: "refused".into(),
                     },
                 )),
-                FailureClass::DependencyDown,
+                FailureClass::DependencyDown(Dependency::Registry),
             ),
             (
                 ProcessingError::Validation(opal_schemas::ValidationError {
@@ -118,18 +187,69 @@ mod tests {
                 FailureClass::Transient,
             ),
             (
-                ProcessingError::Handler(HandlerError::DependencyDown("x".into())),
-                FailureClass::DependencyDown,
+                ProcessingError::Handler(HandlerError::DependencyDown(
+                    Dependency::Kafka,
+                    "x".into(),
+                )),
+                FailureClass::DependencyDown(Dependency::Kafka),
             ),
             (
                 ProcessingError::Redis(redis::RedisError::from(std::io::Error::from(
                     std::io::ErrorKind::ConnectionRefused,
                 ))),
-                FailureClass::DependencyDown,
+                FailureClass::DependencyDown(Dependency::Redis),
             ),
             (
-                ProcessingError::Kafka("broker down".into()),
-                FailureClass::DependencyDown,
+                ProcessingError::Redis(server_error("LOADING", "Redis is loading the dataset")),
+                FailureClass::DependencyDown(Dependency::Redis),
+            ),
+            (
+                ProcessingError::Handler(HandlerError::Redis(server_error(
+                    "WRONGTYPE",
+                    "Operation against a key holding the wrong kind of value",
+                ))),
+                FailureClass::Transient,
+            ),
+            (
+                ProcessingError::Redis(server_error(
+                    "OOM",
+                    "command not allowed when used memory > 'maxmemory'",
+                )),
+                FailureClass::Transient,
+            ),
+            (
+                ProcessingError::StateCommand("WRONGTYPE ...".into()),
+                FailureClass::Transient,
+            ),
+            (
+                ProcessingError::Emit(PublishError::BrokerRejected(KafkaError::MessageProduction(
+                    RDKafkaErrorCode::MessageSizeTooLarge,
+                ))),
+                FailureClass::EmitRejected,
+            ),
+            (
+                ProcessingError::Emit(PublishError::BrokerRetriable(
+                    KafkaError::MessageProduction(RDKafkaErrorCode::MessageTimedOut),
+                )),
+                FailureClass::DependencyDown(Dependency::Kafka),
+            ),
+            (
+                ProcessingError::DeadLetter {
+                    topic: "g.dlq".into(),
+                    source: PublishError::BrokerRejected(KafkaError::MessageProduction(
+                        RDKafkaErrorCode::MessageSizeTooLarge,
+                    )),
+                },
+                FailureClass::DeadLetterRefused,
+            ),
+            (
+                ProcessingError::DeadLetter {
+                    topic: "g.dlq".into(),
+                    source: PublishError::BrokerRetriable(KafkaError::MessageProduction(
+                        RDKafkaErrorCode::BrokerTransportFailure,
+                    )),
+                },
+                FailureClass::DependencyDown(Dependency::Kafka),
             ),
         ];
         for (error, class) in cases {

@@ -5,8 +5,42 @@ use std::time::Duration;
 
 use clap::Args;
 use opal_schemas::Environment;
-use opal_topics::telemetry::LogFormat;
+use opal_topics::telemetry::LogArgs;
 use opal_topics::{KafkaArgs, RegistryArgs};
+
+/// How to reach Redis (shared by every binary that keeps state there).
+#[derive(Clone, Args)]
+pub struct RedisArgs {
+    /// Redis holding idempotency keys and consumer state
+    /// (`redis://[:password@]host:port[/db]`).
+    #[arg(
+        id = "redis_url",
+        long = "redis-url",
+        env = "REDIS_URL",
+        default_value = "redis://127.0.0.1:6379",
+        hide_env_values = true
+    )]
+    pub url: String,
+}
+
+impl std::fmt::Debug for RedisArgs {
+    // The URL may carry a password: it never reaches a log line.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let shown = match url_password_span(&self.url) {
+            Some((start, end)) => format!("{}<redacted>{}", &self.url[..start], &self.url[end..]),
+            None => self.url.clone(),
+        };
+        f.debug_struct("RedisArgs").field("url", &shown).finish()
+    }
+}
+
+/// Where the password of a `scheme://[user]:password@host` URL is, if any.
+fn url_password_span(url: &str) -> Option<(usize, usize)> {
+    let authority_start = url.find("://")? + 3;
+    let at = authority_start + url[authority_start..].find('@')?;
+    let colon = authority_start + url[authority_start..at].find(':')?;
+    Some((colon + 1, at))
+}
 
 #[derive(Debug, Clone, Args)]
 pub struct RuntimeArgs {
@@ -16,14 +50,8 @@ pub struct RuntimeArgs {
     #[command(flatten)]
     pub registry: RegistryArgs,
 
-    /// Redis holding idempotency keys and consumer state.
-    #[arg(
-        long,
-        env = "REDIS_URL",
-        default_value = "redis://127.0.0.1:6379",
-        hide_env_values = true
-    )]
-    pub redis_url: String,
+    #[command(flatten)]
+    pub redis: RedisArgs,
 
     /// Consumer group; defaults to the consumer's own (opal-diagnostics, ...).
     #[arg(long, env = "OPAL_CONSUMER_GROUP")]
@@ -40,7 +68,7 @@ pub struct RuntimeArgs {
     pub topic_prefix: String,
 
     /// Environment stamped on emitted events.
-    #[arg(long = "env", env = "OPAL_ENV", default_value = "development", value_parser = parse_env)]
+    #[arg(long = "env", env = "OPAL_ENV", default_value = "development")]
     pub environment: Environment,
 
     /// HTTP address for /metrics and /health; defaults to the consumer's own port.
@@ -79,13 +107,8 @@ pub struct RuntimeArgs {
     #[arg(long, env = "OPAL_MAX_BATCH", default_value_t = 500)]
     pub max_batch: usize,
 
-    /// Log output format.
-    #[arg(long, env = "OPAL_LOG_FORMAT", value_enum, default_value = "text")]
-    pub log_format: LogFormat,
-}
-
-fn parse_env(raw: &str) -> Result<Environment, String> {
-    raw.parse()
+    #[command(flatten)]
+    pub log: LogArgs,
 }
 
 impl RuntimeArgs {
@@ -98,7 +121,9 @@ impl RuntimeArgs {
                 username: None,
                 password: None,
             },
-            redis_url: redis_url.to_owned(),
+            redis: RedisArgs {
+                url: redis_url.to_owned(),
+            },
             group: None,
             group_instance_id: None,
             topic_prefix: String::new(),
@@ -112,7 +137,7 @@ impl RuntimeArgs {
             drain_timeout_ms: 10_000,
             session_timeout_ms: 30_000,
             max_batch: 500,
-            log_format: LogFormat::Text,
+            log: LogArgs::default(),
         }
     }
 
@@ -150,6 +175,23 @@ impl RuntimeArgs {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_redis_password_never_reaches_debug_output() {
+        let args = RedisArgs {
+            url: "redis://:s3cret@redis.internal:6379/2".to_owned(),
+        };
+        let shown = format!("{args:?}");
+        assert!(!shown.contains("s3cret"), "{shown}");
+        assert!(
+            shown.contains("redis://:<redacted>@redis.internal:6379/2"),
+            "{shown}"
+        );
+        let plain = RedisArgs {
+            url: "redis://127.0.0.1:6379".to_owned(),
+        };
+        assert!(format!("{plain:?}").contains("redis://127.0.0.1:6379"));
+    }
 
     #[test]
     fn drain_must_fit_in_the_session_timeout() {

@@ -7,11 +7,13 @@
 //! For failure drills it reacts to `opal.knowledge.upserted` events by `kind`:
 //! `fail-transient-N` fails the first N attempts, `fail-always` always fails
 //! transiently, `wait-N` is not ready (waits for another input) N times,
-//! `reject` is invalid.
+//! `reject` is invalid, `emit-degraded` also emits an `opal.decision.degraded`
+//! (scoped by the event's `knowledge_id`).
 
 use std::collections::HashMap;
 use std::sync::Mutex;
 
+use opal_schemas::samples::default_example;
 use opal_schemas::{Event, EventType};
 
 use crate::handler::{Effects, Handler, HandlerError, Source, StateOp, StateReader};
@@ -100,8 +102,19 @@ impl Handler for CountingHandler {
                 _ => {}
             }
         }
-        Ok(Effects::none()
+        let mut effects = Effects::none()
             .op(StateOp::cmd("INCR").arg(self.count_key(id)))
-            .op(StateOp::cmd("INCR").arg(self.total_key())))
+            .op(StateOp::cmd("INCR").arg(self.total_key()));
+        if let Event::KnowledgeUpserted(k) = event
+            && k.kind == "emit-degraded"
+        {
+            let mut degraded = default_example(EventType::DecisionDegraded);
+            if let Event::DecisionDegraded(d) = &mut degraded {
+                d.scope = k.knowledge_id.clone();
+                d.reason = "drill: emitted by the counting consumer".to_owned();
+            }
+            effects.emit(degraded);
+        }
+        Ok(effects)
     }
 }

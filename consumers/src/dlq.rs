@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use opal_producers::PublishError;
 use rdkafka::ClientConfig;
 use rdkafka::Message;
 use rdkafka::error::KafkaError;
@@ -68,8 +69,9 @@ impl DlqWriter {
         &self.topic
     }
 
-    /// Writes `dead` to the DLQ and waits for the broker's acknowledgement.
-    pub async fn send(&self, dead: &DeadLetter) -> Result<(), KafkaError> {
+    /// Writes `dead` to the DLQ and waits for the broker's acknowledgement;
+    /// a failure is classified as every delivery error is.
+    pub async fn send(&self, dead: &DeadLetter) -> Result<(), PublishError> {
         let m = &dead.message;
         let partition = m.partition().to_string();
         let offset = m.offset().to_string();
@@ -79,7 +81,7 @@ impl DlqWriter {
             .map(|t| t.to_string())
             .unwrap_or_default();
         let attempts = dead.attempts.to_string();
-        let failed_at = now_millis().to_string();
+        let failed_at = opal_schemas::now_millis().to_string();
         // Spring truncates nothing, but a header of megabytes helps nobody.
         let message: String = dead.error.chars().take(2000).collect();
         let mut out = OwnedHeaders::new();
@@ -142,17 +144,10 @@ impl DlqWriter {
             .send(record, Duration::from_secs(30))
             .await
             .map(|_| ())
-            .map_err(|(e, _)| e)
+            .map_err(|(e, _)| PublishError::from_kafka(e, false))
     }
 
     pub fn flush(&self, timeout: Duration) {
         let _ = self.producer.flush(timeout);
     }
-}
-
-pub(crate) fn now_millis() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
 }

@@ -8,6 +8,8 @@ use opal_schemas::{Event, EventType};
 use redis::ToRedisArgs;
 use redis::aio::ConnectionManager;
 
+use crate::dependency::Dependency;
+
 /// Why a handler could not produce effects. The runtime decides what follows
 /// (see [`crate::classify`]).
 #[derive(Debug, Clone, thiserror::Error)]
@@ -19,23 +21,18 @@ pub enum HandlerError {
     #[error("transient failure: {0}")]
     Transient(String),
     /// A dependency is down: pause and retry until it returns; never dead-letter.
-    #[error("dependency down: {0}")]
-    DependencyDown(String),
+    #[error("{0} is down: {1}")]
+    DependencyDown(Dependency, String),
     /// The event needs another input that has not arrived yet (a join): park its
     /// partition and try again later, without spending retries. The handler
     /// decides when waiting is over (answering `Invalid` then).
     #[error("not yet: {0}")]
     NotYet(String),
-}
-
-impl From<redis::RedisError> for HandlerError {
-    fn from(e: redis::RedisError) -> Self {
-        if crate::classify::redis_is_down(&e) {
-            HandlerError::DependencyDown(format!("redis: {e}"))
-        } else {
-            HandlerError::Transient(format!("redis: {e}"))
-        }
-    }
+    /// Reading the handler's state from Redis failed; [`crate::classify`]
+    /// tells an outage (pause) from a command Redis refused (retry, then
+    /// dead-letter).
+    #[error("redis: {0}")]
+    Redis(#[from] redis::RedisError),
 }
 
 /// The name of [`StateOp::expect`]'s guard in the apply script.

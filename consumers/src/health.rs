@@ -11,18 +11,24 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use serde_json::json;
 
+use crate::dependency::Dependency;
 use crate::metrics::ConsumerMetrics;
 
 /// What readiness reports; shared by the runtime and its health checks.
 #[derive(Default)]
 pub struct Health {
+    /// Whether each dependency answers: set down by the runtime when a call
+    /// fails, up by the runtime or the periodic checks when it answers.
     pub kafka_up: AtomicBool,
     pub redis_up: AtomicBool,
     pub registry_up: AtomicBool,
     /// Consumption is paused because a dependency is down.
     pub paused: AtomicBool,
+    /// How many partitions the pause holds (the whole assignment).
     pub paused_partitions: AtomicI64,
+    /// Total lag over the assignment, from librdkafka's statistics.
     pub lag: AtomicI64,
+    /// When an event was last processed.
     last_event: std::sync::Mutex<Option<Instant>>,
 }
 
@@ -35,25 +41,34 @@ impl Health {
         Arc::new(health)
     }
 
+    /// The up/down flag of `dependency`.
+    pub fn flag(&self, dependency: Dependency) -> &AtomicBool {
+        match dependency {
+            Dependency::Kafka => &self.kafka_up,
+            Dependency::Redis => &self.redis_up,
+            Dependency::Registry => &self.registry_up,
+        }
+    }
+
     pub fn event_processed(&self) {
         *self.last_event.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
     }
 
     pub fn ready(&self) -> bool {
-        self.kafka_up.load(Ordering::Relaxed)
-            && self.redis_up.load(Ordering::Relaxed)
-            && self.registry_up.load(Ordering::Relaxed)
+        Dependency::ALL
+            .iter()
+            .all(|d| self.flag(*d).load(Ordering::Relaxed))
             && !self.paused.load(Ordering::Relaxed)
     }
 
     pub fn report(&self) -> serde_json::Value {
-        let up = |f: &AtomicBool| {
-            if f.load(Ordering::Relaxed) {
-                "up"
-            } else {
-                "down"
-            }
-        };
+        let checks: serde_json::Map<String, serde_json::Value> = Dependency::ALL
+            .iter()
+            .map(|d| {
+                let up = self.flag(*d).load(Ordering::Relaxed);
+                (d.name().to_owned(), json!(if up { "up" } else { "down" }))
+            })
+            .collect();
         let since = self
             .last_event
             .lock()
@@ -61,11 +76,7 @@ impl Health {
             .map(|t| t.elapsed().as_secs_f64());
         json!({
             "ready": self.ready(),
-            "checks": {
-                "kafka": up(&self.kafka_up),
-                "redis": up(&self.redis_up),
-                "registry": up(&self.registry_up),
-            },
+            "checks": checks,
             "paused": self.paused.load(Ordering::Relaxed),
             "paused_partitions": self.paused_partitions.load(Ordering::Relaxed),
             "lag": self.lag.load(Ordering::Relaxed),

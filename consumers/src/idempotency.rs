@@ -8,8 +8,13 @@
 //! call for the whole poll batch: two Redis round trips and two commands per
 //! batch, instead of one command (or three) per event.
 //!
-//! Redis does not roll back a script's earlier writes if a later command in it
-//! fails; handlers must only emit commands that cannot fail on well-formed keys.
+//! Each event's effects apply as a unit. Redis does not roll back a script's
+//! earlier writes when a later command fails, so the apply script snapshots
+//! (`DUMP`) the keys an event's commands touch before running them and, if
+//! Redis refuses one (`WRONGTYPE`, a value that is not a number, `OOM`),
+//! restores them and reports that event as refused; the other events of the
+//! batch apply as usual. State commands name their key first (`HINCRBY key`,
+//! `ZADD key`, ...), as every single-key Redis command does.
 //! The scripts touch keys they are not given in KEYS (the handlers' state), so
 //! they need a single Redis, not Redis Cluster.
 
@@ -38,12 +43,17 @@ return out
 "#;
 
 /// KEYS = idempotency keys; ARGV = token, done ttl (s), then per key: op count,
-/// then per op: argc, args... Per key: 1 = applied and marked done, 2 = already
-/// done (nothing applied), 0 = the lease is not ours (nothing applied), 3 = a
-/// guard (`OPAL.EXPECT key [value]`) failed: nothing applied, the lease kept.
+/// then per op: argc, args... Per key, a string: "1" = applied and marked
+/// done, "2" = already done (nothing applied), "0" = the lease is not ours
+/// (nothing applied), "3" = a guard (`OPAL.EXPECT key [value]`) failed (nothing
+/// applied, the lease kept), "E<error>" = Redis refused one of the event's
+/// commands (nothing applied: its earlier commands were undone, the lease
+/// kept), "4" = deferred: an earlier event of this call was refused, so to
+/// keep each partition's order nothing after it is applied (the lease kept).
 const APPLY: &str = r#"
 local out = {}
 local i = 3
+local stopped = false
 for k, key in ipairs(KEYS) do
   local current = redis.call('GET', key)
   local mine = current == ARGV[1]
@@ -67,15 +77,46 @@ for k, key in ipairs(KEYS) do
     i = i + argc + 1
   end
   if current == 'done' then
-    out[k] = 2
+    out[k] = '2'
   elseif not mine then
-    out[k] = 0
+    out[k] = '0'
   elseif not fresh then
-    out[k] = 3
+    out[k] = '3'
+  elseif stopped then
+    out[k] = '4'
   else
-    for _, args in ipairs(commands) do redis.call(unpack(args)) end
-    redis.call('SET', key, 'done', 'EX', ARGV[2])
-    out[k] = 1
+    -- What every command but the last touches, to undo them if a later one is refused.
+    local saved = {}
+    for c = 1, #commands - 1 do
+      local name = commands[c][2]
+      if name ~= nil and saved[name] == nil then
+        saved[name] = { dump = redis.call('DUMP', name), ttl = redis.call('PTTL', name) }
+      end
+    end
+    local refused = nil
+    for _, args in ipairs(commands) do
+      local reply = redis.pcall(unpack(args))
+      if type(reply) == 'table' and reply.err then
+        refused = reply.err
+        break
+      end
+    end
+    if refused then
+      for name, s in pairs(saved) do
+        if s.dump then
+          local ttl = 0
+          if s.ttl > 0 then ttl = s.ttl end
+          redis.call('RESTORE', name, ttl, s.dump, 'REPLACE')
+        else
+          redis.call('DEL', name)
+        end
+      end
+      out[k] = 'E' .. refused
+      stopped = true
+    else
+      redis.call('SET', key, 'done', 'EX', ARGV[2])
+      out[k] = '1'
+    end
   end
 end
 return out
@@ -103,7 +144,16 @@ pub enum Applied {
     /// State a guard watched changed since the handler read it: nothing
     /// applied; handle again on fresh state.
     Conflict,
+    /// An earlier event of the same apply was refused: nothing applied, so
+    /// that each partition's events apply in order; handle again (no retry spent).
+    Deferred,
 }
+
+/// Redis refused one of an event's state commands (its reply, e.g.
+/// `WRONGTYPE Operation against a key holding the wrong kind of value`):
+/// nothing of the event was applied.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refused(pub String);
 
 #[derive(Clone)]
 pub struct Idempotency {
@@ -166,8 +216,12 @@ impl Idempotency {
     }
 
     /// Applies each event's state changes and marks it done, atomically, in one
-    /// round trip for all.
-    pub async fn apply(&self, items: &[(&str, &Effects)]) -> Result<Vec<Applied>, RedisError> {
+    /// round trip for all. An event whose commands Redis refuses is left
+    /// unapplied (`Err(Refused)`); the others apply.
+    pub async fn apply(
+        &self,
+        items: &[(&str, &Effects)],
+    ) -> Result<Vec<Result<Applied, Refused>>, RedisError> {
         if items.is_empty() {
             return Ok(Vec::new());
         }
@@ -184,16 +238,20 @@ impl Idempotency {
                 }
             }
         }
-        let replies: Vec<i64> = invocation
+        let replies: Vec<String> = invocation
             .invoke_async(&mut self.connection.clone())
             .await?;
         Ok(replies
             .into_iter()
-            .map(|r| match r {
-                1 => Applied::Applied,
-                2 => Applied::AlreadyDone,
-                3 => Applied::Conflict,
-                _ => Applied::LeaseLost,
+            .map(|r| match r.as_str() {
+                "1" => Ok(Applied::Applied),
+                "2" => Ok(Applied::AlreadyDone),
+                "3" => Ok(Applied::Conflict),
+                "0" => Ok(Applied::LeaseLost),
+                "4" => Ok(Applied::Deferred),
+                refused => Err(Refused(
+                    refused.strip_prefix('E').unwrap_or(refused).to_owned(),
+                )),
             })
             .collect())
     }

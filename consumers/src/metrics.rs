@@ -16,6 +16,14 @@ pub struct ConsumerMetrics {
     pub redis_round_trips: IntCounter,
     /// Applies refused by a guard (the event is handled again).
     pub state_conflicts: IntCounter,
+    /// Records written to the dead-letter topic, by class.
+    pub dead_letters: IntCounterVec,
+    /// Records the dead-letter topic refused for good (left in their source topic).
+    pub dead_letters_refused: IntCounterVec,
+    /// Offsets that could not be stored (partition revoked meanwhile).
+    pub offset_store_failures: IntCounter,
+    /// Failed commits of stored offsets, by when (revoke, shutdown).
+    pub commit_failures: IntCounterVec,
     pub batches: IntCounter,
     pub last_event_unixtime: Gauge,
     pub publish: PublishMetrics,
@@ -63,6 +71,31 @@ impl ConsumerMetrics {
             "opal_consumer_state_conflicts_total",
             "Applies refused because guarded state changed since the handler read it",
         )?;
+        let dead_letters = IntCounterVec::new(
+            Opts::new(
+                "opal_dead_letters_total",
+                "Records written to the dead-letter topic, by error class",
+            ),
+            &["consumer", "class"],
+        )?;
+        let dead_letters_refused = IntCounterVec::new(
+            Opts::new(
+                "opal_dead_letters_refused_total",
+                "Records the dead-letter topic refused for good (left in their source topic)",
+            ),
+            &["consumer"],
+        )?;
+        let offset_store_failures = IntCounter::new(
+            "opal_consumer_offset_store_failures_total",
+            "Offsets that could not be stored (their partition was revoked meanwhile)",
+        )?;
+        let commit_failures = IntCounterVec::new(
+            Opts::new(
+                "opal_consumer_commit_failures_total",
+                "Failed commits of stored offsets (the records since are redelivered)",
+            ),
+            &["during"],
+        )?;
         let batches = IntCounter::new("opal_consumer_batches_total", "Poll batches processed")?;
         let last_event_unixtime = Gauge::new(
             "opal_consumer_last_event_timestamp_seconds",
@@ -75,6 +108,10 @@ impl ConsumerMetrics {
             Box::new(dependency_up.clone()),
             Box::new(redis_round_trips.clone()),
             Box::new(state_conflicts.clone()),
+            Box::new(dead_letters.clone()),
+            Box::new(dead_letters_refused.clone()),
+            Box::new(offset_store_failures.clone()),
+            Box::new(commit_failures.clone()),
             Box::new(batches.clone()),
             Box::new(last_event_unixtime.clone()),
         ] {
@@ -89,6 +126,10 @@ impl ConsumerMetrics {
             dependency_up,
             redis_round_trips,
             state_conflicts,
+            dead_letters,
+            dead_letters_refused,
+            offset_store_failures,
+            commit_failures,
             batches,
             last_event_unixtime,
             publish,

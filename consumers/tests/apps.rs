@@ -17,7 +17,7 @@ fn spawn(env: &Env, binary: &str, port: u16, extra: &[(&str, &str)]) -> Process 
     command
         .env("KAFKA_BROKERS", opal_e2e::brokers())
         .env("SCHEMA_REGISTRY_URL", opal_e2e::registry_url())
-        .env("REDIS_URL", &env.args.redis_url)
+        .env("REDIS_URL", &env.args.redis.url)
         .env("OPAL_TOPIC_PREFIX", &env.prefix)
         .env("OPAL_HTTP_LISTEN", format!("127.0.0.1:{port}"))
         .env("RUST_LOG", "warn")

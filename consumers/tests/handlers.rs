@@ -193,7 +193,12 @@ async fn commit(idempotency: &Idempotency, event: &Event, effects: &Effects) -> 
         idempotency.lease(&[id]).await.expect("lease"),
         vec![Lease::Acquired]
     );
-    idempotency.apply(&[(id, effects)]).await.expect("apply")[0]
+    idempotency
+        .apply(&[(id, effects)])
+        .await
+        .expect("apply")
+        .remove(0)
+        .expect("no state command refused")
 }
 
 #[tokio::test]
@@ -297,7 +302,7 @@ async fn a_watermark_move_computed_on_stale_state_is_refused_and_redone() {
             .apply(&[(b.envelope().event_id.as_str(), &b_effects)])
             .await
             .expect("apply"),
-        vec![Applied::Applied]
+        vec![Ok(Applied::Applied)]
     );
     let latest = forecasts::latest(&state, &ns, "demand:acme")
         .await
@@ -357,7 +362,7 @@ async fn a_decision_ranked_with_preferences_that_changed_under_it_is_refused_and
             .apply(&[(id, &decision_effects)])
             .await
             .expect("apply"),
-        vec![Applied::Applied]
+        vec![Ok(Applied::Applied)]
     );
     let model = recommendations::read_model(&state, &ns, &client)
         .await

@@ -41,7 +41,9 @@ async fn total(env: &Env) -> i64 {
 async fn sigterm_mid_run_exits_zero_with_offsets_committed() {
     let _turn = turn().await;
     let env = Env::new().await;
-    let ids = publish_knowledge(&env, 2000, "policy").await;
+    // Long enough that the signal lands mid-run on a fast broker.
+    const N: usize = 20_000;
+    let ids = publish_knowledge(&env, N, "policy").await;
     let port = free_port();
     let mut first = env.spawn_counting(port);
     wait_for_total(&env, 200, Duration::from_secs(120)).await;
@@ -53,13 +55,13 @@ async fn sigterm_mid_run_exits_zero_with_offsets_committed() {
     );
     let done_before = total(&env).await;
     assert!(
-        done_before < 2000,
-        "stopped mid-run ({done_before} of 2000), or the test proves nothing"
+        done_before < N as i64,
+        "stopped mid-run ({done_before} of {N}), or the test proves nothing"
     );
 
     let port = free_port();
     let mut second = env.spawn_counting(port);
-    wait_for_total(&env, 2000, Duration::from_secs(180)).await;
+    wait_for_total(&env, N as i64, Duration::from_secs(300)).await;
     let metrics = http_get(port, "/metrics").await.expect("metrics").1;
     signal(&second.0, "TERM");
     assert_eq!(wait_exit(&mut second.0, Duration::from_secs(20)), Some(0));
@@ -67,7 +69,7 @@ async fn sigterm_mid_run_exits_zero_with_offsets_committed() {
     let mut connection = redis().await;
     assert_eq!(
         counts(&mut connection, &env.count_prefix, &ids).await,
-        vec![1; 2000],
+        vec![1; N],
         "nothing lost or repeated"
     );
     let topic = env.topic(opal_schemas::EventType::KnowledgeUpserted);
@@ -82,7 +84,7 @@ async fn sigterm_mid_run_exits_zero_with_offsets_committed() {
     let processed = metric(&metrics, "opal_events_consumed_total", &labels("processed"));
     assert_eq!(
         processed as i64,
-        2000 - done_before,
+        N as i64 - done_before,
         "the restart processed exactly the rest"
     );
     assert_eq!(

@@ -7,37 +7,11 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use common::*;
-use opal_consumers::Runtime;
-use opal_consumers::counting::CountingHandler;
 use opal_consumers::dlq::headers;
 use opal_schemas::codec::encode_with_id;
 use opal_schemas::samples::default_example;
 use opal_schemas::{Event, EventType};
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use tokio_util::sync::CancellationToken;
-
-async fn start(
-    env: &Env,
-    redis_url: Option<&str>,
-) -> (
-    CancellationToken,
-    tokio::task::JoinHandle<()>,
-    std::sync::Arc<opal_consumers::health::Health>,
-) {
-    let mut args = env.args.clone();
-    if let Some(url) = redis_url {
-        args.redis_url = url.to_owned();
-    }
-    let handler =
-        CountingHandler::new(env.count_prefix.clone(), vec![EventType::KnowledgeUpserted]);
-    let cancel = CancellationToken::new();
-    let runtime = Runtime::new(handler, args, "unused", cancel.clone())
-        .await
-        .expect("runtime");
-    let health = runtime.health();
-    let task = tokio::spawn(async move { runtime.run().await.expect("run") });
-    (cancel, task, health)
-}
 
 async fn produce_raw(env: &Env, key: &str, value: Option<&[u8]>) {
     let producer: FutureProducer = env

@@ -15,7 +15,7 @@ pub struct PublisherConfig {
     pub registry: RegistryArgs,
 
     /// Environment stamped on every event.
-    #[arg(long = "env", env = "OPAL_ENV", default_value = "development", value_parser = parse_env)]
+    #[arg(long = "env", env = "OPAL_ENV", default_value = "development")]
     pub environment: Environment,
 
     /// `source_system` stamped on events that do not name one.
@@ -33,10 +33,6 @@ pub struct PublisherConfig {
     /// How long a message may wait for its delivery report, in milliseconds.
     #[arg(long, env = "OPAL_DELIVERY_TIMEOUT_MS", default_value_t = 30_000)]
     pub delivery_timeout_ms: u64,
-}
-
-fn parse_env(raw: &str) -> Result<Environment, String> {
-    raw.parse()
 }
 
 impl PublisherConfig {

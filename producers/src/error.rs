@@ -67,8 +67,10 @@ impl PublishError {
         }
     }
 
-    /// Classifies a delivery error; `fatal` says whether the producer reported a fatal error.
-    pub(crate) fn from_kafka(error: KafkaError, fatal: bool) -> Self {
+    /// Classifies a delivery error; `fatal` says whether the producer reported
+    /// a fatal error. The one place a Kafka delivery error is judged
+    /// (the consumers' dead-letter writer uses it too).
+    pub fn from_kafka(error: KafkaError, fatal: bool) -> Self {
         if fatal {
             return PublishError::BrokerFatal(error);
         }

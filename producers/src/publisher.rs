@@ -3,7 +3,7 @@
 //! delivery report arrives.
 
 use std::sync::{Arc, RwLock};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 
 use futures::future::join_all;
 use opal_schemas::events::*;
@@ -144,7 +144,7 @@ impl Publisher {
                 .map(str::to_owned)
                 .unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
             schema_version: 1,
-            timestamp: now_millis(),
+            timestamp: opal_schemas::now_millis(),
             source_system: self.config.source_system.clone(),
             environment: self.config.environment,
         }
@@ -163,7 +163,7 @@ impl Publisher {
             envelope.correlation_id = uuid::Uuid::new_v4().to_string();
         }
         if envelope.timestamp == 0 {
-            envelope.timestamp = now_millis();
+            envelope.timestamp = opal_schemas::now_millis();
         }
         if envelope.source_system.is_empty() {
             envelope.source_system = source_system.clone();
@@ -346,11 +346,4 @@ impl Publisher {
             .flush(timeout)
             .map_err(PublishError::BrokerRetriable)
     }
-}
-
-pub(crate) fn now_millis() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
 }

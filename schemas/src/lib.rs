@@ -20,3 +20,12 @@ pub use codec::{Codec, CodecError, Decoded};
 pub use events::*;
 pub use registry::{RegistryClient, RegistryConfig, RegistryError};
 pub use validate::{ValidationError, validate};
+
+/// Milliseconds since the Unix epoch: event time, `timestamp-millis` (one
+/// clock for every crate; 0 if the system clock is before 1970).
+pub fn now_millis() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}

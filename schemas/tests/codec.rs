@@ -126,6 +126,9 @@ async fn encode_uses_the_registered_id_and_decodes_back() {
     assert_eq!(codec.decode(&bytes).await.expect("decode").event, event);
 }
 
+/// A bad input, its bytes, and what the decoder must say about it.
+type BadInput = (&'static str, Vec<u8>, fn(&CodecError) -> bool);
+
 #[tokio::test]
 async fn undecodable_bytes_get_typed_errors() {
     let (url, _server) = start_registry().await;
@@ -143,7 +146,7 @@ async fn undecodable_bytes_get_typed_errors() {
         .await
         .expect("register");
 
-    let cases: Vec<(&str, Vec<u8>, fn(&CodecError) -> bool)> = vec![
+    let cases: Vec<BadInput> = vec![
         ("empty", vec![], |e| {
             matches!(e, CodecError::NotWireFormat(_))
         }),

@@ -1,11 +1,35 @@
-//! Logging set-up shared by the binaries.
+//! Logging set-up shared by the binaries: one flag group, one subscriber.
 
-use clap::ValueEnum;
+use clap::{Args, ValueEnum};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
+    #[default]
     Text,
     Json,
+}
+
+/// The log flags of every opal binary (opal-registry keeps its own: that
+/// crate stays free of the Kafka client's dependencies).
+#[derive(Debug, Clone, Default, Args)]
+pub struct LogArgs {
+    /// Log output format: text, or json for log shippers (`RUST_LOG` filters).
+    #[arg(
+        id = "log_format",
+        long = "log-format",
+        env = "OPAL_LOG_FORMAT",
+        value_enum,
+        default_value = "text",
+        global = true
+    )]
+    pub format: LogFormat,
+}
+
+impl LogArgs {
+    /// Installs the tracing subscriber for these flags.
+    pub fn init(&self) {
+        init_tracing(self.format);
+    }
 }
 
 /// Installs the tracing subscriber: `RUST_LOG` filters (default `info`), logs go to stderr.

@@ -12,7 +12,7 @@ pub struct SystemClock;
 
 impl Clock for SystemClock {
     fn now_ms(&self) -> i64 {
-        crate::dlq::now_millis()
+        opal_schemas::now_millis()
     }
 }
 

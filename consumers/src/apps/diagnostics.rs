@@ -10,6 +10,7 @@
 
 use opal_schemas::events::ExecutionStatus;
 use opal_schemas::{Event, EventType};
+use prometheus::{GaugeVec, IntGauge, Opts};
 use redis::AsyncCommands;
 use serde::Serialize;
 
@@ -283,6 +284,93 @@ pub async fn summary(
         agents,
         last_event_time: last.map(|t| t as i64),
     })
+}
+
+/// How often the gauges are refreshed from Redis.
+const GAUGE_REFRESH: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Stuck workflows and agent health as `opal_diagnostics_*` gauges,
+/// refreshed from the state on a timer (a stuck workflow is stuck because
+/// no event arrives, so the gauges cannot wait for one).
+pub struct DiagnosticsGauges {
+    in_flight: IntGauge,
+    stuck: IntGauge,
+    failure_rate: GaugeVec,
+    p95_seconds: GaugeVec,
+    events: IntGauge,
+}
+
+impl DiagnosticsGauges {
+    /// Creates the gauges in `registry`.
+    pub fn register(registry: &prometheus::Registry) -> prometheus::Result<Self> {
+        let gauges = DiagnosticsGauges {
+            in_flight: IntGauge::new(
+                "opal_diagnostics_workflows_in_flight",
+                "Workflows started and not completed",
+            )?,
+            stuck: IntGauge::new(
+                "opal_diagnostics_workflows_stuck",
+                "Workflows past their SLA without completion",
+            )?,
+            failure_rate: GaugeVec::new(
+                Opts::new(
+                    "opal_diagnostics_agent_failure_rate",
+                    "Agent failure rate over the window",
+                ),
+                &["agent"],
+            )?,
+            p95_seconds: GaugeVec::new(
+                Opts::new(
+                    "opal_diagnostics_agent_p95_seconds",
+                    "Agent p95 latency over the window",
+                ),
+                &["agent"],
+            )?,
+            events: IntGauge::new(
+                "opal_diagnostics_events_processed",
+                "Events the diagnostics state holds",
+            )?,
+        };
+        registry.register(Box::new(gauges.in_flight.clone()))?;
+        registry.register(Box::new(gauges.stuck.clone()))?;
+        registry.register(Box::new(gauges.failure_rate.clone()))?;
+        registry.register(Box::new(gauges.p95_seconds.clone()))?;
+        registry.register(Box::new(gauges.events.clone()))?;
+        Ok(gauges)
+    }
+
+    /// Refreshes the gauges from the summary every few seconds until
+    /// `cancel`; a summary Redis cannot answer leaves them as they were.
+    pub async fn refresh(
+        self,
+        state: StateReader,
+        ns: String,
+        settings: DiagnosticsSettings,
+        clock: &dyn Clock,
+        cancel: tokio_util::sync::CancellationToken,
+    ) -> anyhow::Result<()> {
+        let mut tick = tokio::time::interval(GAUGE_REFRESH);
+        loop {
+            tokio::select! {
+                _ = cancel.cancelled() => return Ok(()),
+                _ = tick.tick() => {}
+            }
+            let Ok(s) = summary(&state, &ns, clock, &settings).await else {
+                continue;
+            };
+            self.in_flight.set(s.workflows_in_flight as i64);
+            self.stuck.set(s.workflows_stuck as i64);
+            self.events.set(s.total_events);
+            for a in &s.agents {
+                self.failure_rate
+                    .with_label_values(&[&a.agent_id])
+                    .set(a.failure_rate);
+                self.p95_seconds
+                    .with_label_values(&[&a.agent_id])
+                    .set(a.p95_ms.unwrap_or(0.0) / 1000.0);
+            }
+        }
+    }
 }
 
 #[cfg(test)]

@@ -6,8 +6,9 @@
 //!
 //! Feedback names a recommendation, not its category: the join goes through
 //! `opal.decision.generated`, kept in Redis with a TTL (`opal:fb:decision:<id>`).
-//! Feedback whose decision is unknown is retried (the decision may be late) and
-//! dead-lettered as invalid once it is older than the join TTL.
+//! Feedback whose decision is unknown parks its partition (`NotYet`: paused,
+//! rewound, tried again a moment later, no retries spent; the decision may be
+//! late) and is dead-lettered as invalid once it is older than the join TTL.
 
 use opal_schemas::events::{DecisionDegraded, Envelope, UserPreferencesUpdated};
 use opal_schemas::{Event, EventType};

@@ -173,10 +173,13 @@ impl Handler for ForecastHandler {
             return Ok(Effects::none());
         };
         if source.partitions <= 0 {
-            return Err(HandlerError::DependencyDown(format!(
-                "partition count of {} unknown (no topic metadata)",
-                source.topic
-            )));
+            return Err(HandlerError::DependencyDown(
+                crate::dependency::Dependency::Kafka,
+                format!(
+                    "partition count of {} unknown (no topic metadata)",
+                    source.topic
+                ),
+            ));
         }
         let ts = event.envelope().timestamp;
         // One watermark per input stream (demand from workflow.started, latency

@@ -30,7 +30,7 @@ struct Cli {
 }
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let settings = FeedbackSettings {
         window_ms: cli.window_secs * 1000,
@@ -49,5 +49,5 @@ async fn main() -> anyhow::Result<()> {
         default_group: "opal-feedback",
         default_port: 9103,
     };
-    run_consumer(handler, cli.runtime, spec, |_| axum::Router::new()).await
+    run_consumer(handler, cli.runtime, spec, |_, _| Ok(axum::Router::new())).await
 }

@@ -1,5 +1,6 @@
 //! forecast-consumer: Holt linear forecasts of demand and agent latency.
 
+use anyhow::Context;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::routing::get;
@@ -33,7 +34,7 @@ struct Cli {
 }
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let settings = ForecastSettings {
         bucket_ms: cli.bucket_secs * 1000,
@@ -42,10 +43,16 @@ async fn main() -> anyhow::Result<()> {
         beta: cli.beta,
         horizon: cli.horizon,
     };
-    let late_events = prometheus::IntCounter::new(
+    let late_events = match prometheus::IntCounter::new(
         "opal_forecast_late_events_total",
         "Events behind the watermark, dropped",
-    )?;
+    ) {
+        Ok(counter) => counter,
+        Err(e) => {
+            eprintln!("error: the late-events counter: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
     let ns = namespace(&cli.runtime.topic_prefix);
     let handler = ForecastHandler {
         settings,
@@ -56,9 +63,13 @@ async fn main() -> anyhow::Result<()> {
         default_group: "opal-forecasts",
         default_port: 9104,
     };
-    run_consumer(handler, cli.runtime, spec, |runtime| {
-        let _ = runtime.metrics().registry.register(Box::new(late_events));
-        Router::new()
+    run_consumer(handler, cli.runtime, spec, |runtime, _| {
+        runtime
+            .metrics()
+            .registry
+            .register(Box::new(late_events))
+            .context("register opal_forecast_late_events_total")?;
+        Ok(Router::new()
             .route(
                 "/forecasts/{series}",
                 get(|State((state, ns)): State<(StateReader, String)>, Path(series): Path<String>| async move {
@@ -69,7 +80,7 @@ async fn main() -> anyhow::Result<()> {
                     }
                 }),
             )
-            .with_state((runtime.state(), ns))
+            .with_state((runtime.state(), ns)))
     })
     .await
 }

@@ -26,7 +26,7 @@ struct Cli {
 }
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let inputs = if cli.inputs.is_empty() {
         EventType::ALL.to_vec()
@@ -38,7 +38,7 @@ async fn main() -> anyhow::Result<()> {
         default_group: "opal-counting",
         default_port: 9190,
     };
-    run_consumer(handler, cli.runtime, spec, |_| axum::Router::new()).await
+    run_consumer(handler, cli.runtime, spec, |_, _| Ok(axum::Router::new())).await
 }
 
 #[cfg(test)]

@@ -21,6 +21,8 @@ struct Cli {
     /// Prefix of every topic name (must match kafka-init's).
     #[arg(long, env = "OPAL_TOPIC_PREFIX", default_value = "", global = true)]
     topic_prefix: String,
+    #[command(flatten)]
+    log: opal_topics::telemetry::LogArgs,
     #[command(subcommand)]
     command: Command,
 }
@@ -75,8 +77,9 @@ fn parse_time(raw: &str) -> Result<i64, String> {
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    opal_topics::telemetry::init_tracing(opal_topics::telemetry::LogFormat::Text);
-    match run(Cli::parse()).await {
+    let cli = Cli::parse();
+    cli.log.init();
+    match run(cli).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("opal-dlq: {e:#}");

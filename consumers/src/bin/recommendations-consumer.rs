@@ -25,7 +25,7 @@ struct Cli {
 }
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let ns = namespace(&cli.runtime.topic_prefix);
     let handler = RecommendationsHandler {
@@ -36,8 +36,8 @@ async fn main() -> anyhow::Result<()> {
         default_group: "opal-recommendations",
         default_port: 9102,
     };
-    run_consumer(handler, cli.runtime, spec, |runtime| {
-        Router::new()
+    run_consumer(handler, cli.runtime, spec, |runtime, _| {
+        Ok(Router::new()
             .route(
                 "/recommendations/{client}",
                 get(|State((state, ns)): State<(StateReader, String)>, Path(client): Path<String>| async move {
@@ -48,7 +48,7 @@ async fn main() -> anyhow::Result<()> {
                     }
                 }),
             )
-            .with_state((runtime.state(), ns))
+            .with_state((runtime.state(), ns)))
     })
     .await
 }

@@ -1,5 +1,8 @@
 //! The batch state machine: decode, settle (lease, handle, emit, apply),
-//! dead-letter, then store offsets; parked partitions are rewound.
+//! dead-letter, then store offsets; parked partitions are rewound. Every
+//! failure on the way is classified by [`classify`]; a dependency that is
+//! down makes the batch wait where it stands, a transient failure costs the
+//! event one retry, anything else settles it as a dead letter.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -12,19 +15,20 @@ use rdkafka::message::{Message, OwnedMessage};
 use tracing::{debug, warn};
 
 use crate::classify::{FailureClass, ProcessingError, classify};
+use crate::dependency::Dependency;
 use crate::dlq::DeadLetter;
 use crate::handler::{Effects, Handler};
 use crate::idempotency::{Applied, Lease};
+use crate::telemetry::{DeadLetterRefused, DeadLettered, OffsetStoreFailed};
 
 use super::Runtime;
-use super::handle::Handled;
-use super::waits::dependency_of;
+use super::handle::{Handled, PartitionEvent};
 
 /// How long a parked partition waits before its waiting event is tried again.
 const PARK_FOR: Duration = Duration::from_secs(1);
 
 /// What became of one record of a batch.
-enum Outcome {
+pub(super) enum Outcome {
     Processed,
     Duplicate,
     Dead(DeadLetter),
@@ -32,15 +36,32 @@ enum Outcome {
     Parked,
 }
 
-struct Item {
+pub(super) struct Item {
+    /// The record as read; its bytes go to the DLQ unchanged if it fails.
     message: OwnedMessage,
+    /// The decoded, valid event; None until decoded, or if it could not be.
     event: Option<Event>,
+    /// How it settled; None while it is still pending.
     outcome: Option<Outcome>,
+    /// Retries spent on transient failures (of the handler, of its state
+    /// change); it is dead-lettered once `retry_attempts` attempts failed.
     retries: u32,
 }
 
-/// The batch could not finish: shutdown came while a dependency was down.
+/// The batch could not finish: shutdown came while it was waiting.
 pub(super) struct Abandoned;
+
+/// What one settle round left to do before the next.
+#[derive(Default)]
+struct Round {
+    /// A dependency is down: wait for it.
+    down: Option<ProcessingError>,
+    /// Events failed transiently and will be handled again: back off first.
+    retry: bool,
+    /// Another instance holds a lease, or a guard or lease check refused an
+    /// apply: wait a little for it.
+    waiting: bool,
+}
 
 impl<H: Handler> Runtime<H> {
     pub(super) async fn process_batch(&self, messages: Vec<OwnedMessage>, started: Instant) {
@@ -63,13 +84,16 @@ impl<H: Handler> Runtime<H> {
         for item in &items {
             let m = &item.message;
             let outcome = match &item.outcome {
-                Some(Outcome::Processed) => "processed",
-                Some(Outcome::Duplicate) => "duplicate",
-                Some(Outcome::Dead(_)) => "dead_lettered",
+                Some(Outcome::Processed) => Some("processed"),
+                Some(Outcome::Duplicate) => Some("duplicate"),
+                // Counted when the broker acknowledged it (`DeadLettered`).
+                Some(Outcome::Dead(_)) => None,
                 Some(Outcome::Parked) | None => continue,
             };
-            let labels = [self.handler.name(), m.topic(), outcome];
-            self.metrics.consumed.with_label_values(&labels).inc();
+            if let Some(outcome) = outcome {
+                let labels = [self.handler.name(), m.topic(), outcome];
+                self.metrics.consumed.with_label_values(&labels).inc();
+            }
             if item.retries > 0 {
                 self.metrics
                     .consumed
@@ -87,14 +111,20 @@ impl<H: Handler> Runtime<H> {
         }
         for ((topic, partition), offset) in last {
             if let Err(e) = self.consumer.store_offset(&topic, partition, offset) {
-                debug!(topic, partition, offset, error = %e, "offset not stored (partition revoked?)");
+                OffsetStoreFailed {
+                    topic: &topic,
+                    partition,
+                    offset,
+                    error: &e,
+                }
+                .emit(&self.metrics);
             }
         }
         self.park(&items);
         self.health.event_processed();
         self.metrics
             .last_event_unixtime
-            .set(crate::dlq::now_millis() as f64 / 1000.0);
+            .set(opal_schemas::now_millis() as f64 / 1000.0);
     }
 
     /// Pauses each partition holding a parked event, rewinds it to that event
@@ -127,10 +157,16 @@ impl<H: Handler> Runtime<H> {
                 warn!(topic, partition, offset, error = %e, "could not rewind a parked partition");
             }
             let consumer = self.consumer.clone();
+            let cancel = self.cancel.clone();
+            // A timer under the root token: shutdown does not wait for it.
             tokio::spawn(async move {
-                tokio::time::sleep(PARK_FOR).await;
-                if let Err(e) = consumer.resume(&tpl) {
-                    debug!(error = %e, "resume failed (partition revoked?)");
+                tokio::select! {
+                    _ = cancel.cancelled() => {}
+                    _ = tokio::time::sleep(PARK_FOR) => {
+                        if let Err(e) = consumer.resume(&tpl) {
+                            debug!(error = %e, "resume failed (partition revoked?)");
+                        }
+                    }
                 }
             });
         }
@@ -154,30 +190,31 @@ impl<H: Handler> Runtime<H> {
             .await;
             let mut down = None;
             for (i, result) in open.into_iter().zip(decoded) {
-                match result.map_err(ProcessingError::from) {
+                let error = match result {
                     Ok(d) => match validate(&d.event) {
-                        Ok(()) => items[i].event = Some(d.event),
-                        Err(e) => {
-                            items[i].outcome =
-                                Some(self.dead(&items[i], FailureClass::Invalid, e.to_string(), 1))
+                        Ok(()) => {
+                            items[i].event = Some(d.event);
+                            continue;
                         }
+                        Err(e) => ProcessingError::Validation(e),
                     },
-                    Err(e) => match classify(&e) {
-                        FailureClass::DependencyDown => down = Some(e),
-                        class => {
-                            items[i].outcome = Some(self.dead(&items[i], class, e.to_string(), 1))
-                        }
-                    },
+                    Err(e) => ProcessingError::Decode(e),
+                };
+                match classify(&error) {
+                    FailureClass::DependencyDown(dependency) => down = Some((dependency, error)),
+                    class => {
+                        items[i].outcome = Some(self.dead(&items[i], class, error.to_string(), 1))
+                    }
                 }
             }
             match down {
                 None => {
-                    self.dependency_back("registry");
+                    self.dependency_back(Dependency::Registry);
                     return Ok(());
                 }
-                Some(e) => {
+                Some((dependency, e)) => {
                     attempt += 1;
-                    self.wait_for("registry", &e, attempt).await?;
+                    self.wait_for(dependency, &e, attempt).await?;
                 }
             }
         }
@@ -193,165 +230,261 @@ impl<H: Handler> Runtime<H> {
             if pending.is_empty() {
                 return Ok(());
             }
-            let ids: Vec<&str> = pending
-                .iter()
-                .filter_map(|i| {
-                    items[*i]
-                        .event
-                        .as_ref()
-                        .map(|e| e.envelope().event_id.as_str())
-                })
-                .collect();
-            self.metrics.redis_round_trips.inc();
-            let leases = match self.idempotency.lease(&ids).await {
-                Ok(leases) => {
-                    self.dependency_back("redis");
-                    leases
-                }
-                Err(e) => {
-                    attempt += 1;
-                    self.wait_for("redis", &ProcessingError::Redis(e), attempt)
-                        .await?;
-                    continue;
-                }
-            };
-            let mut by_partition: BTreeMap<(String, i32), Vec<usize>> = BTreeMap::new();
-            let mut waiting = false;
-            // An event held elsewhere (a crashed or revoked instance's lease) holds
-            // back the rest of its partition: handling the events after it first
-            // would apply them out of order.
-            let mut held: Vec<(String, i32)> = Vec::new();
-            for (i, lease) in pending.into_iter().zip(leases) {
-                let m = &items[i].message;
-                let partition = (m.topic().to_owned(), m.partition());
-                match lease {
-                    Lease::Done => items[i].outcome = Some(Outcome::Duplicate),
-                    Lease::HeldElsewhere => {
-                        waiting = true;
-                        held.push(partition);
-                    }
-                    Lease::Acquired if held.contains(&partition) => {}
-                    Lease::Acquired => by_partition.entry(partition).or_default().push(i),
-                }
-            }
-            let handled = join_all(by_partition.into_values().map(|indices| {
-                let events: Vec<(usize, Event, OwnedMessage)> = indices
-                    .into_iter()
-                    .filter_map(|i| {
-                        items[i]
-                            .event
-                            .clone()
-                            .map(|e| (i, e, items[i].message.clone()))
-                    })
-                    .collect();
-                self.handle_partition(events)
-            }))
-            .await;
-
-            let mut to_commit: Vec<(usize, Event, Effects)> = Vec::new();
-            let mut down = None;
-            let mut parked = Vec::new();
-            for (i, event, result, retries) in handled.into_iter().flatten() {
-                items[i].retries += retries;
-                match result {
-                    Handled::Effects(effects) => to_commit.push((i, event, effects)),
-                    Handled::Committed(applied) => {
-                        self.record_applied(&mut items[i], applied, &mut waiting)
-                    }
-                    Handled::Dead(class, error, attempts) => {
-                        items[i].outcome = Some(self.dead(&items[i], class, error, attempts))
-                    }
-                    Handled::Down(e) => down = Some(e),
-                    Handled::Parked(e) => {
-                        debug!(error = %e, "waiting for another input; parking the partition");
-                        parked.push(i);
-                    }
-                }
-            }
-            // A parked event and everything after it in its partition stay unsettled.
-            for i in parked {
-                let (topic, partition, offset) = {
-                    let m = &items[i].message;
-                    (m.topic().to_owned(), m.partition(), m.offset())
+            let mut round = Round::default();
+            self.settle_round(items, &pending, &mut round).await;
+            if let Some(e) = round.down {
+                attempt += 1;
+                let dependency = match classify(&e) {
+                    FailureClass::DependencyDown(dependency) => dependency,
+                    _ => Dependency::Kafka,
                 };
-                for item in items.iter_mut() {
-                    let m = &item.message;
-                    if item.outcome.is_none()
-                        && m.topic() == topic
-                        && m.partition() == partition
-                        && m.offset() >= offset
-                    {
-                        item.outcome = Some(Outcome::Parked);
-                    }
-                }
-            }
-            if !to_commit.is_empty() {
-                let refs: Vec<(&Event, &Effects)> =
-                    to_commit.iter().map(|(_, e, f)| (e, f)).collect();
-                match self.commit_effects(&refs).await {
-                    Ok(applied) => {
-                        for ((i, _, _), applied) in to_commit.iter().zip(applied) {
-                            self.record_applied(&mut items[*i], applied, &mut waiting);
-                        }
-                    }
-                    Err(e) => down = Some(e),
-                }
-            }
-            if let Some(e) = down {
-                attempt += 1;
-                let dependency = dependency_of(&e);
                 self.wait_for(dependency, &e, attempt).await?;
-            } else if waiting {
+                continue;
+            }
+            attempt = 0;
+            if round.retry {
+                let spent = pending.iter().map(|i| items[*i].retries).max().unwrap_or(1);
+                self.back_off(self.args.backoff(spent.max(1))).await?;
+            } else if round.waiting {
                 // Another instance holds a lease (a rebalance race): wait for it to finish or expire.
-                attempt += 1;
-                self.pause_for(self.args.backoff(attempt.min(4))).await?;
+                self.pause_for(self.args.backoff(4)).await?;
             }
         }
     }
 
-    fn record_applied(&self, item: &mut Item, applied: Applied, waiting: &mut bool) {
+    /// One round of settling the `pending` events: lease them, handle each
+    /// partition's in order, emit and apply. Records in `round` what stops it.
+    async fn settle_round(&self, items: &mut [Item], pending: &[usize], round: &mut Round) {
+        let ids: Vec<&str> = pending
+            .iter()
+            .filter_map(|i| {
+                items[*i]
+                    .event
+                    .as_ref()
+                    .map(|e| e.envelope().event_id.as_str())
+            })
+            .collect();
+        self.metrics.redis_round_trips.inc();
+        let leases = match self.idempotency.lease(&ids).await {
+            Ok(leases) => {
+                self.dependency_back(Dependency::Redis);
+                leases
+            }
+            Err(e) => {
+                self.all_failed(items, pending, ProcessingError::Redis(e), round);
+                return;
+            }
+        };
+        let mut by_partition: BTreeMap<(String, i32), Vec<usize>> = BTreeMap::new();
+        // An event held elsewhere (a crashed or revoked instance's lease) holds
+        // back the rest of its partition: handling the events after it first
+        // would apply them out of order.
+        let mut held: Vec<(String, i32)> = Vec::new();
+        for (i, lease) in pending.iter().copied().zip(leases) {
+            let m = &items[i].message;
+            let partition = (m.topic().to_owned(), m.partition());
+            match lease {
+                Lease::Done => items[i].outcome = Some(Outcome::Duplicate),
+                Lease::HeldElsewhere => {
+                    round.waiting = true;
+                    held.push(partition);
+                }
+                Lease::Acquired if held.contains(&partition) => {}
+                Lease::Acquired => by_partition.entry(partition).or_default().push(i),
+            }
+        }
+        let handled = join_all(by_partition.into_values().map(|indices| {
+            let events: Vec<PartitionEvent> = indices
+                .into_iter()
+                .filter_map(|i| {
+                    items[i]
+                        .event
+                        .clone()
+                        .map(|e| (i, e, items[i].message.clone(), items[i].retries))
+                })
+                .collect();
+            self.handle_partition(events)
+        }))
+        .await;
+
+        let mut to_commit: Vec<(usize, Event, Effects)> = Vec::new();
+        let mut parked = Vec::new();
+        for (i, event, result, spent) in handled.into_iter().flatten() {
+            items[i].retries = spent;
+            match result {
+                Handled::Effects(effects) => to_commit.push((i, event, effects)),
+                Handled::Committed(applied) => self.record_applied(&mut items[i], applied, round),
+                Handled::Dead(class, error, attempts) => {
+                    items[i].outcome = Some(self.dead(&items[i], class, error, attempts))
+                }
+                Handled::Down(e) => round.down = Some(e),
+                Handled::Retry(_) => round.retry = true,
+                Handled::Parked(e) => {
+                    debug!(error = %e, "waiting for another input; parking the partition");
+                    parked.push(i);
+                }
+            }
+        }
+        // A parked event and everything after it in its partition stay unsettled.
+        for i in parked {
+            let (topic, partition, offset) = {
+                let m = &items[i].message;
+                (m.topic().to_owned(), m.partition(), m.offset())
+            };
+            for item in items.iter_mut() {
+                let m = &item.message;
+                if item.outcome.is_none()
+                    && m.topic() == topic
+                    && m.partition() == partition
+                    && m.offset() >= offset
+                {
+                    item.outcome = Some(Outcome::Parked);
+                }
+            }
+        }
+        if to_commit.is_empty() {
+            return;
+        }
+        let refs: Vec<(&Event, &Effects)> = to_commit.iter().map(|(_, e, f)| (e, f)).collect();
+        match self.commit_effects(&refs).await {
+            Ok(results) => {
+                for ((i, _, _), result) in to_commit.iter().zip(results) {
+                    match result {
+                        Ok(applied) => self.record_applied(&mut items[*i], applied, round),
+                        Err(e) => self.failed(&mut items[*i], e, round),
+                    }
+                }
+            }
+            Err(e) => {
+                let indices: Vec<usize> = to_commit.iter().map(|(i, _, _)| *i).collect();
+                self.all_failed(items, &indices, e, round);
+            }
+        }
+    }
+
+    /// An event's apply failed with `error`: a dependency down makes the
+    /// round wait; otherwise the event spends a retry or is dead-lettered.
+    fn failed(&self, item: &mut Item, error: ProcessingError, round: &mut Round) {
+        match classify(&error) {
+            FailureClass::DependencyDown(_) => {
+                round.down.get_or_insert(error);
+            }
+            class => self.failed_with(item, class, &error, round),
+        }
+    }
+
+    /// A round trip for the events at `indices` failed as a whole.
+    fn all_failed(
+        &self,
+        items: &mut [Item],
+        indices: &[usize],
+        error: ProcessingError,
+        round: &mut Round,
+    ) {
+        match classify(&error) {
+            FailureClass::DependencyDown(_) => {
+                round.down.get_or_insert(error);
+            }
+            class => {
+                for i in indices {
+                    self.failed_with(&mut items[*i], class, &error, round);
+                }
+            }
+        }
+    }
+
+    /// A transient failure spends one of the event's retries (dead-lettered
+    /// when none is left); any other class dead-letters it at once.
+    fn failed_with(
+        &self,
+        item: &mut Item,
+        class: FailureClass,
+        error: &ProcessingError,
+        round: &mut Round,
+    ) {
+        if class == FailureClass::Transient && item.retries + 1 < self.args.retry_attempts {
+            item.retries += 1;
+            round.retry = true;
+        } else {
+            let attempts = item.retries + 1;
+            item.outcome = Some(self.dead(item, class, error.to_string(), attempts));
+        }
+    }
+
+    fn record_applied(&self, item: &mut Item, applied: Applied, round: &mut Round) {
         match applied {
             Applied::Applied => item.outcome = Some(Outcome::Processed),
             Applied::AlreadyDone => item.outcome = Some(Outcome::Duplicate),
-            Applied::LeaseLost => *waiting = true,
+            Applied::LeaseLost => round.waiting = true,
             Applied::Conflict => {
                 self.metrics.state_conflicts.inc();
-                *waiting = true;
+                round.waiting = true;
             }
+            // An earlier event was refused; it retries, this one comes along.
+            Applied::Deferred => {}
         }
     }
 
-    /// Publishes emitted events (deterministic ids), then applies state and
-    /// done-marks in one Redis round trip.
+    /// Publishes each event's emitted events (deterministic ids), then applies
+    /// the state and done-marks of those whose emits all went out, in one
+    /// Redis round trip. `Err` when the step failed as a whole; per event, the
+    /// broker's permanent refusal of an emit or Redis's refusal of a state command.
     pub(super) async fn commit_effects(
         &self,
         items: &[(&Event, &Effects)],
-    ) -> Result<Vec<Applied>, ProcessingError> {
-        let emits: Vec<Event> = items
+    ) -> Result<Vec<Result<Applied, ProcessingError>>, ProcessingError> {
+        let mut failures: Vec<Option<ProcessingError>> = items.iter().map(|_| None).collect();
+        let (owners, emits): (Vec<usize>, Vec<Event>) = items
             .iter()
-            .flat_map(|(input, effects)| self.prepare_emits(input, effects))
-            .collect();
+            .enumerate()
+            .flat_map(|(k, (input, effects))| {
+                self.prepare_emits(input, effects)
+                    .into_iter()
+                    .map(move |event| (k, event))
+            })
+            .unzip();
         if !emits.is_empty() {
-            for result in self.publisher.publish_batch(emits).await {
-                result.map_err(|e| ProcessingError::Kafka(format!("emit: {e}")))?;
+            for (k, result) in owners
+                .into_iter()
+                .zip(self.publisher.publish_batch(emits).await)
+            {
+                let Err(e) = result else { continue };
+                let error = ProcessingError::Emit(e);
+                if matches!(classify(&error), FailureClass::DependencyDown(_)) {
+                    return Err(error);
+                }
+                failures[k].get_or_insert(error);
             }
         }
         let applies: Vec<(&str, &Effects)> = items
             .iter()
-            .map(|(e, f)| (e.envelope().event_id.as_str(), *f))
+            .zip(&failures)
+            .filter(|(_, failure)| failure.is_none())
+            .map(|((e, f), _)| (e.envelope().event_id.as_str(), *f))
             .collect();
         self.metrics.redis_round_trips.inc();
-        Ok(self.idempotency.apply(&applies).await?)
+        let mut applied = self.idempotency.apply(&applies).await?.into_iter();
+        Ok(failures
+            .into_iter()
+            .map(|failure| match failure {
+                Some(e) => Err(e),
+                None => match applied.next() {
+                    Some(Ok(a)) => Ok(a),
+                    Some(Err(refused)) => Err(ProcessingError::StateCommand(refused.0)),
+                    None => Ok(Applied::LeaseLost),
+                },
+            })
+            .collect())
     }
 
     fn dead(&self, item: &Item, class: FailureClass, error: String, attempts: u32) -> Outcome {
-        warn!(
+        debug!(
             topic = item.message.topic(),
             partition = item.message.partition(),
             offset = item.message.offset(),
             class = class.dlq_name(),
             error = %error,
-            "dead-lettering"
+            "to the dead-letter topic"
         );
         Outcome::Dead(DeadLetter {
             message: item.message.clone(),
@@ -374,28 +507,58 @@ impl<H: Handler> Runtime<H> {
             }
             let results = join_all(open.iter().map(|i| async move {
                 match &items[*i].outcome {
-                    Some(Outcome::Dead(dead)) => self.dlq.send(dead).await,
-                    _ => Ok(()),
+                    Some(Outcome::Dead(dead)) => Some((dead, self.dlq.send(dead).await)),
+                    _ => None,
                 }
             }))
             .await;
-            let mut failure = None;
+            let mut down = None;
             for (i, result) in open.into_iter().zip(results) {
-                match result {
-                    Ok(()) => sent[i] = true,
-                    Err(e) => {
-                        failure = Some(ProcessingError::Kafka(format!(
-                            "dlq {}: {e}",
-                            self.dlq.topic()
-                        )))
+                let Some((dead, result)) = result else {
+                    continue;
+                };
+                let m = &dead.message;
+                let error = match result {
+                    Ok(()) => {
+                        sent[i] = true;
+                        DeadLettered {
+                            consumer: self.handler.name(),
+                            topic: m.topic(),
+                            partition: m.partition(),
+                            offset: m.offset(),
+                            class: dead.class,
+                            attempts: dead.attempts,
+                            error: &dead.error,
+                        }
+                        .emit(&self.metrics);
+                        continue;
+                    }
+                    Err(source) => ProcessingError::DeadLetter {
+                        topic: self.dlq.topic().to_owned(),
+                        source,
+                    },
+                };
+                match classify(&error) {
+                    FailureClass::DependencyDown(dependency) => down = Some((dependency, error)),
+                    class => {
+                        sent[i] = true;
+                        DeadLetterRefused {
+                            consumer: self.handler.name(),
+                            topic: m.topic(),
+                            partition: m.partition(),
+                            offset: m.offset(),
+                            class,
+                            error: &error.to_string(),
+                        }
+                        .emit(&self.metrics);
                     }
                 }
             }
-            match failure {
+            match down {
                 None => return Ok(()),
-                Some(e) => {
+                Some((dependency, e)) => {
                     attempt += 1;
-                    self.wait_for("kafka", &e, attempt).await?;
+                    self.wait_for(dependency, &e, attempt).await?;
                 }
             }
         }

@@ -6,10 +6,12 @@ use std::sync::atomic::Ordering;
 use rdkafka::client::ClientContext;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
 use rdkafka::statistics::Statistics;
-use tracing::{debug, info};
+use rdkafka::types::RDKafkaErrorCode;
+use tracing::info;
 
 use crate::health::Health;
 use crate::metrics::ConsumerMetrics;
+use crate::telemetry::CommitFailed;
 
 /// Librdkafka callbacks: lag from statistics, commits on revocation.
 pub struct RuntimeContext {
@@ -49,8 +51,15 @@ impl ConsumerContext for RuntimeContext {
                 count = partitions.count(),
                 "partitions revoked; committing stored offsets"
             );
-            if let Err(e) = consumer.commit_consumer_state(CommitMode::Sync) {
-                debug!(error = %e, "commit on revoke");
+            match consumer.commit_consumer_state(CommitMode::Sync) {
+                // Nothing stored since the last commit.
+                Err(e) if e.rdkafka_error_code() == Some(RDKafkaErrorCode::NoOffset) => {}
+                Err(e) => CommitFailed {
+                    during: "revoke",
+                    error: &e,
+                }
+                .emit(&self.metrics),
+                Ok(()) => {}
             }
         }
     }

@@ -1,5 +1,7 @@
-//! One partition's events through the handler, in order: retries with
-//! backoff, guard conflicts handled again, stop at the first that cannot settle.
+//! One partition's events through the handler, in order: transient failures
+//! retried with backoff within the event's retry budget, guard conflicts
+//! handled again, and a stop at the first event that cannot settle now, so
+//! the events after it wait and order holds.
 
 use opal_schemas::Event;
 use rdkafka::message::{Message, OwnedMessage};
@@ -17,26 +19,39 @@ const CONFLICT_RETRIES: u32 = 5;
 
 /// What handling one event gave.
 pub(super) enum Handled {
+    /// Effects to apply with the batch.
     Effects(Effects),
+    /// Settled as a dead letter: its class, the error, the attempts made.
     Dead(FailureClass, String, u32),
+    /// A dependency is down: the batch waits for it.
     Down(ProcessingError),
+    /// Waiting for another input: its partition is parked.
     Parked(ProcessingError),
+    /// Applied already (handlers that read their own state apply per event).
     Committed(Applied),
+    /// A transient failure with retries left: handle it again after a backoff.
+    Retry(ProcessingError),
 }
 
+/// One event of a partition, as handed to [`Runtime::handle_partition`]: its
+/// index in the batch, the event, its record, and the retries it has spent.
+pub(super) type PartitionEvent = (usize, Event, OwnedMessage, u32);
+
 impl<H: Handler> Runtime<H> {
-    /// Handles one partition's events in order. Stops at the first dependency
-    /// failure: later events stay pending so order holds.
+    /// Handles one partition's events in order. Stops at the first event that
+    /// cannot settle now (a dependency down, parked, a conflict, a retry to
+    /// come): the events after it stay pending so order holds. Returns each
+    /// handled event with the retries it has spent in all.
     pub(super) async fn handle_partition(
         &self,
-        events: Vec<(usize, Event, OwnedMessage)>,
+        events: Vec<PartitionEvent>,
     ) -> Vec<(usize, Event, Handled, u32)> {
         let mut out = Vec::with_capacity(events.len());
-        let Some((_, _, first)) = events.first() else {
+        let Some((_, _, first, _)) = events.first() else {
             return out;
         };
         let partitions = self.partition_count(first.topic(), first.partition()).await;
-        for (i, event, message) in events {
+        for (i, event, message, spent) in events {
             let source = Source {
                 topic: message.topic().to_owned(),
                 partition: message.partition(),
@@ -52,39 +67,49 @@ impl<H: Handler> Runtime<H> {
                 offset = message.offset(),
             );
             let mut conflicts = 0;
-            let (handled, retries) = loop {
-                let (mut handled, retries) = self
-                    .handle_with_retries(&event, &source)
+            let mut spent = spent;
+            let handled = loop {
+                let mut handled = self
+                    .handle_with_retries(&event, &source, &mut spent)
                     .instrument(span.clone())
                     .await;
                 if let (true, Handled::Effects(effects)) =
                     (self.handler.reads_own_state(), &handled)
                 {
                     handled = match self.commit_effects(&[(&event, effects)]).await {
-                        Ok(applied) => Handled::Committed(
-                            applied.first().copied().unwrap_or(Applied::LeaseLost),
-                        ),
-                        Err(e) => Handled::Down(e),
+                        Ok(mut results) => match results.pop() {
+                            Some(Ok(applied)) => Handled::Committed(applied),
+                            Some(Err(e)) => self.apply_failed(e, &mut spent),
+                            None => Handled::Committed(Applied::LeaseLost),
+                        },
+                        Err(e) => self.apply_failed(e, &mut spent),
                     };
                 }
-                // Another partition changed the state this event read: read it again.
-                if matches!(handled, Handled::Committed(Applied::Conflict))
-                    && conflicts < CONFLICT_RETRIES
-                {
-                    conflicts += 1;
-                    self.metrics.state_conflicts.inc();
-                    debug!(parent: &span, conflicts, "guarded state changed; handling again");
-                    continue;
+                match &handled {
+                    // Another partition changed the state this event read: read it again.
+                    Handled::Committed(Applied::Conflict) if conflicts < CONFLICT_RETRIES => {
+                        conflicts += 1;
+                        self.metrics.state_conflicts.inc();
+                        debug!(parent: &span, conflicts, "guarded state changed; handling again");
+                    }
+                    // Redis refused its state change: on fresh state, after a backoff.
+                    Handled::Retry(e) => {
+                        warn!(parent: &span, attempt = spent, error = %e, "transient failure; retrying");
+                        tokio::time::sleep(self.args.backoff(spent)).await;
+                    }
+                    _ => break handled,
                 }
-                break (handled, retries);
             };
             let stop = matches!(
                 handled,
                 Handled::Down(_)
                     | Handled::Parked(_)
-                    | Handled::Committed(Applied::Conflict | Applied::LeaseLost)
+                    | Handled::Retry(_)
+                    | Handled::Committed(
+                        Applied::Conflict | Applied::LeaseLost | Applied::Deferred
+                    )
             );
-            out.push((i, event, handled, retries));
+            out.push((i, event, handled, spent));
             if stop {
                 break;
             }
@@ -92,32 +117,48 @@ impl<H: Handler> Runtime<H> {
         out
     }
 
-    /// Calls the handler, retrying transient failures with backoff and jitter.
-    async fn handle_with_retries(&self, event: &Event, source: &Source) -> (Handled, u32) {
-        let mut attempt = 0;
+    /// Calls the handler, retrying transient failures with backoff and jitter
+    /// while the event has retries left (`spent` counts its retries across
+    /// rounds; attempts = retries + 1).
+    async fn handle_with_retries(
+        &self,
+        event: &Event,
+        source: &Source,
+        spent: &mut u32,
+    ) -> Handled {
         loop {
-            attempt += 1;
             let error = match self.handler.handle(event, source, &self.state).await {
                 Ok(effects) => match self.check_emits(event, &effects) {
-                    Ok(()) => return (Handled::Effects(effects), attempt - 1),
+                    Ok(()) => return Handled::Effects(effects),
                     Err(reason) => ProcessingError::Handler(HandlerError::Invalid(reason)),
                 },
                 Err(e) => ProcessingError::Handler(e),
             };
             match classify(&error) {
-                FailureClass::Transient if attempt < self.args.retry_attempts => {
-                    warn!(attempt, error = %error, "transient failure; retrying");
-                    tokio::time::sleep(self.args.backoff(attempt)).await;
+                FailureClass::Transient if *spent + 1 < self.args.retry_attempts => {
+                    *spent += 1;
+                    warn!(attempt = *spent, error = %error, "transient failure; retrying");
+                    tokio::time::sleep(self.args.backoff(*spent)).await;
                 }
-                FailureClass::DependencyDown => return (Handled::Down(error), attempt - 1),
-                FailureClass::NotYet => return (Handled::Parked(error), attempt - 1),
-                class => {
-                    return (
-                        Handled::Dead(class, error.to_string(), attempt),
-                        attempt - 1,
-                    );
-                }
+                FailureClass::DependencyDown(_) => return Handled::Down(error),
+                FailureClass::NotYet => return Handled::Parked(error),
+                class => return Handled::Dead(class, error.to_string(), *spent + 1),
             }
+        }
+    }
+
+    /// What follows when applying an event's effects failed: wait for a
+    /// dependency that is down, retry a transient failure while the event has
+    /// retries left (`spent` counts its retries; attempts = retries + 1),
+    /// dead-letter the rest.
+    pub(super) fn apply_failed(&self, error: ProcessingError, spent: &mut u32) -> Handled {
+        match classify(&error) {
+            FailureClass::DependencyDown(_) => Handled::Down(error),
+            FailureClass::Transient if *spent + 1 < self.args.retry_attempts => {
+                *spent += 1;
+                Handled::Retry(error)
+            }
+            class => Handled::Dead(class, error.to_string(), *spent + 1),
         }
     }
 }

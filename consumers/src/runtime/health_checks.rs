@@ -9,6 +9,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::RuntimeArgs;
+use crate::dependency::Dependency;
 use crate::handler::StateReader;
 use crate::health::Health;
 use crate::metrics::ConsumerMetrics;
@@ -60,19 +61,19 @@ pub(super) async fn health_checks(
             }
             None => false,
         };
-        for (name, ok, flag) in [
-            ("redis", redis_ok, &health.redis_up),
-            ("registry", registry_ok, &health.registry_up),
-            ("kafka", kafka_ok, &health.kafka_up),
+        for (dependency, ok) in [
+            (Dependency::Redis, redis_ok),
+            (Dependency::Registry, registry_ok),
+            (Dependency::Kafka, kafka_ok),
         ] {
             metrics
                 .dependency_up
-                .with_label_values(&[name])
+                .with_label_values(&[dependency.name()])
                 .set(i64::from(ok));
             // Down is also set by the runtime on failure; the checker alone brings it back
             // only when the runtime is not paused on it (the runtime resumes itself).
             if !ok || !health.paused.load(Ordering::Relaxed) {
-                flag.store(ok, Ordering::Relaxed);
+                health.flag(dependency).store(ok, Ordering::Relaxed);
             }
         }
     }

@@ -7,8 +7,10 @@
 //! concurrently and each partition in order, then publish emitted events and
 //! apply state with the done-marks (one more round trip); dead-letter what
 //! failed. Only then are the batch's offsets stored, so a stored offset never
-//! passes an unsettled event. A dependency that is down pauses the batch where
-//! it stands until it returns; nothing is dead-lettered for it. An event waiting
+//! passes an unsettled event. Every failure is classified in
+//! [`crate::classify`]: a dependency that is down pauses the batch where it
+//! stands until it returns (nothing is dead-lettered for it); a transient
+//! failure costs the event one retry; the rest dead-letter it. An event waiting
 //! for another input (a join) parks its partition: the partition is paused and
 //! rewound to that event and resumed a moment later, while the others go on.
 //!
@@ -35,8 +37,9 @@ use opal_producers::{Publisher, PublisherConfig};
 use opal_schemas::Codec;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::types::RDKafkaErrorCode;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, warn};
+use tracing::{info, warn};
 
 use crate::config::RuntimeArgs;
 use crate::dlq::DlqWriter;
@@ -44,6 +47,7 @@ use crate::handler::{Handler, StateReader};
 use crate::health::Health;
 use crate::idempotency::Idempotency;
 use crate::metrics::ConsumerMetrics;
+use crate::telemetry::CommitFailed;
 
 pub use context::RuntimeContext;
 pub use emit::derived_event_id;
@@ -52,21 +56,44 @@ use health_checks::health_checks;
 use topics::check_topics;
 
 pub struct Runtime<H: Handler> {
+    /// The business logic: decoded events in, effects out.
     handler: Arc<H>,
+    /// Retries, timeouts, batch size, prefix: every setting of the run.
     args: RuntimeArgs,
+    /// The consumer group: offsets, the DLQ name and the idempotency keys are its.
     group: String,
+    /// The input topics (prefix included).
     topics: Vec<String>,
+    /// The group member; shared with parked partitions' resume timers.
     consumer: Arc<StreamConsumer<RuntimeContext>>,
+    /// Decodes through the registry; shared with the health checks' ping.
     codec: Arc<Codec>,
+    /// Leases and atomic apply-and-mark in Redis.
     idempotency: Idempotency,
+    /// Handlers' reads of their state.
     state: StateReader,
+    /// Publishes what handlers emit (ids derived from the input's).
     publisher: Publisher,
+    /// Writes dead letters to `<group>.dlq`.
     dlq: DlqWriter,
     metrics: ConsumerMetrics,
+    /// What `/health/ready` reports.
     health: Arc<Health>,
+    /// The root token: shutdown, or a failed task of the process.
     cancel: CancellationToken,
     /// Partition counts of the input topics, from metadata (see [`Source`]).
     partition_counts: Mutex<HashMap<String, i32>>,
+}
+
+/// How a run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunEnd {
+    /// The batch in hand finished, offsets were committed, producers flushed.
+    Drained,
+    /// Shutdown came and the batch in hand did not finish within the drain
+    /// timeout: its offsets were not stored, so its records will be delivered
+    /// again (and recognised as duplicates where they were applied).
+    DrainTimedOut,
 }
 
 impl<H: Handler> Runtime<H> {
@@ -92,7 +119,7 @@ impl<H: Handler> Runtime<H> {
         let codec = Arc::new(Codec::new(registry));
 
         let redis =
-            redis::Client::open(args.redis_url.as_str()).context("REDIS_URL is not a Redis URL")?;
+            redis::Client::open(args.redis.url.as_str()).context("REDIS_URL is not a Redis URL")?;
         let redis_config = redis::aio::ConnectionManagerConfig::new()
             .set_connection_timeout(Some(Duration::from_secs(2)))
             .set_response_timeout(Some(Duration::from_secs(5)))
@@ -188,8 +215,9 @@ impl<H: Handler> Runtime<H> {
         self.handler.clone()
     }
 
-    /// Consumes until cancelled, then finishes the batch in hand, commits and flushes.
-    pub async fn run(self) -> anyhow::Result<()> {
+    /// Consumes until cancelled, then finishes the batch in hand (within the
+    /// drain timeout), commits and flushes.
+    pub async fn run(self) -> anyhow::Result<RunEnd> {
         let topics: Vec<&str> = self.topics.iter().map(String::as_str).collect();
         self.consumer.subscribe(&topics).context("subscribe")?;
         info!(group = %self.group, topics = ?self.topics, "consuming");
@@ -202,6 +230,7 @@ impl<H: Handler> Runtime<H> {
             self.metrics.clone(),
             self.cancel.clone(),
         ));
+        let mut end = RunEnd::Drained;
         while !self.cancel.is_cancelled() {
             let first = tokio::select! {
                 _ = self.cancel.cancelled() => break,
@@ -231,17 +260,30 @@ impl<H: Handler> Runtime<H> {
             };
             tokio::select! {
                 _ = self.process_batch(batch, started) => {}
-                _ = drain => warn!("drain timeout: the unfinished batch is left uncommitted and will be redelivered"),
+                _ = drain => {
+                    warn!("drain timeout: the unfinished batch is left uncommitted and will be redelivered");
+                    end = RunEnd::DrainTimedOut;
+                }
             }
         }
         info!("stopping: committing offsets and flushing producers");
         if let Err(e) = self.consumer.commit_consumer_state(CommitMode::Sync) {
-            debug!(error = %e, "final commit");
+            // Nothing stored since the last commit is not a failure.
+            if e.rdkafka_error_code() != Some(RDKafkaErrorCode::NoOffset) {
+                CommitFailed {
+                    during: "shutdown",
+                    error: &e,
+                }
+                .emit(&self.metrics);
+            }
         }
-        let _ = self.publisher.flush(Duration::from_secs(5));
+        if let Err(e) = self.publisher.flush(Duration::from_secs(5)) {
+            warn!(error = %e, "emitted events not all acknowledged at shutdown");
+        }
         self.dlq.flush(Duration::from_secs(5));
-        checker.abort();
+        // The checker stops on the same token.
+        let _ = checker.await;
         info!("offsets committed, producers flushed; closing the consumer");
-        Ok(())
+        Ok(end)
     }
 }

@@ -1,13 +1,16 @@
-//! A dependency that is down pauses consumption until it returns.
+//! A dependency that is down pauses consumption until it returns; a
+//! transient failure backs off without pausing.
 
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use rdkafka::consumer::Consumer;
-use tracing::{info, warn};
+use tracing::info;
 
 use crate::classify::ProcessingError;
-use crate::handler::{Handler, HandlerError};
+use crate::dependency::Dependency;
+use crate::handler::Handler;
+use crate::telemetry::{DependencyBack, DependencyDown};
 
 use super::Runtime;
 use super::batch::Abandoned;
@@ -16,20 +19,18 @@ impl<H: Handler> Runtime<H> {
     /// Marks `dependency` down, pauses consumption and waits a backoff (or shutdown).
     pub(super) async fn wait_for(
         &self,
-        dependency: &str,
+        dependency: Dependency,
         error: &ProcessingError,
         attempt: u32,
     ) -> Result<(), Abandoned> {
-        if attempt == 1 || attempt.is_multiple_of(20) {
-            warn!(dependency, error = %error, attempt, "dependency down: consumption paused, nothing is dead-lettered");
+        DependencyDown {
+            dependency,
+            error,
+            attempt,
         }
-        if let Some(f) = self.dependency_flag(dependency) {
-            f.store(false, Ordering::Relaxed)
-        }
-        self.metrics
-            .dependency_up
-            .with_label_values(&[dependency])
-            .set(0);
+        .emit(&self.metrics);
+        self.dependency_flag(dependency)
+            .store(false, Ordering::Relaxed);
         self.pause_for(
             self.args
                 .backoff(attempt.min(6))
@@ -38,6 +39,7 @@ impl<H: Handler> Runtime<H> {
         .await
     }
 
+    /// Pauses the assignment (readiness says so) and waits `delay` (or shutdown).
     pub(super) async fn pause_for(&self, delay: Duration) -> Result<(), Abandoned> {
         if !self.health.paused.swap(true, Ordering::Relaxed)
             && let Ok(assignment) = self.consumer.assignment()
@@ -47,26 +49,30 @@ impl<H: Handler> Runtime<H> {
                 .store(assignment.count() as i64, Ordering::Relaxed);
             let _ = self.consumer.pause(&assignment);
         }
+        self.back_off(delay).await
+    }
+
+    /// Waits `delay` before a retry, without pausing or touching readiness
+    /// (a transient failure is about one event, not the consumer).
+    pub(super) async fn back_off(&self, delay: Duration) -> Result<(), Abandoned> {
         tokio::select! {
             _ = self.cancel.cancelled() => Err(Abandoned),
             _ = tokio::time::sleep(delay) => Ok(()),
         }
     }
 
-    pub(super) fn dependency_back(&self, dependency: &str) {
-        if let Some(flag) = self.dependency_flag(dependency)
-            && !flag.swap(true, Ordering::Relaxed)
+    /// `dependency` answered: mark it up and resume once every dependency is.
+    pub(super) fn dependency_back(&self, dependency: Dependency) {
+        if !self
+            .dependency_flag(dependency)
+            .swap(true, Ordering::Relaxed)
         {
-            info!(dependency, "dependency is back");
-            self.metrics
-                .dependency_up
-                .with_label_values(&[dependency])
-                .set(1);
+            DependencyBack { dependency }.emit(&self.metrics);
         }
         if self.health.paused.load(Ordering::Relaxed)
-            && self.health.redis_up.load(Ordering::Relaxed)
-            && self.health.registry_up.load(Ordering::Relaxed)
-            && self.health.kafka_up.load(Ordering::Relaxed)
+            && Dependency::ALL
+                .iter()
+                .all(|d| self.dependency_flag(*d).load(Ordering::Relaxed))
         {
             if let Ok(assignment) = self.consumer.assignment() {
                 let _ = self.consumer.resume(&assignment);
@@ -77,27 +83,7 @@ impl<H: Handler> Runtime<H> {
         }
     }
 
-    pub(super) fn dependency_flag(
-        &self,
-        dependency: &str,
-    ) -> Option<&std::sync::atomic::AtomicBool> {
-        match dependency {
-            "redis" => Some(&self.health.redis_up),
-            "registry" => Some(&self.health.registry_up),
-            "kafka" => Some(&self.health.kafka_up),
-            _ => None,
-        }
-    }
-}
-
-pub(super) fn dependency_of(error: &ProcessingError) -> &'static str {
-    match error {
-        ProcessingError::Redis(_) => "redis",
-        ProcessingError::Decode(_) => "registry",
-        ProcessingError::Kafka(_) => "kafka",
-        ProcessingError::Handler(HandlerError::DependencyDown(m)) if m.starts_with("redis") => {
-            "redis"
-        }
-        _ => "kafka",
+    fn dependency_flag(&self, dependency: Dependency) -> &AtomicBool {
+        self.health.flag(dependency)
     }
 }

@@ -8,7 +8,8 @@ use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use opal_consumers::RuntimeArgs;
+use opal_consumers::counting::CountingHandler;
+use opal_consumers::{Runtime, RuntimeArgs};
 use opal_e2e::{brokers, redis_url, registry_url, unique};
 use opal_producers::{PublishMetrics, Publisher, PublisherConfig};
 use opal_schemas::Environment;
@@ -19,6 +20,7 @@ use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::OwnedMessage;
+use tokio_util::sync::CancellationToken;
 
 pub const TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -111,7 +113,7 @@ impl Env {
                 ])
                 .env("KAFKA_BROKERS", brokers())
                 .env("SCHEMA_REGISTRY_URL", registry_url())
-                .env("REDIS_URL", &self.args.redis_url)
+                .env("REDIS_URL", &self.args.redis.url)
                 .env("OPAL_TOPIC_PREFIX", &self.prefix)
                 .env("OPAL_CONSUMER_GROUP", &self.group)
                 .env("OPAL_HTTP_LISTEN", format!("127.0.0.1:{http_port}"))
@@ -146,6 +148,54 @@ async fn create_dlq(kafka: &KafkaArgs, prefix: &str, group: &str) {
         .await
         .expect("create dlq");
     assert!(created.iter().all(Result::is_ok), "{created:?}");
+}
+
+/// The counting consumer's runtime, running in this process for `env`
+/// (Redis at `redis_url` if given): its stop token, its task (which asserts a
+/// clean drain), its readiness and its metrics.
+pub async fn start_observed(
+    env: &Env,
+    redis_url: Option<&str>,
+) -> (
+    CancellationToken,
+    tokio::task::JoinHandle<()>,
+    std::sync::Arc<opal_consumers::health::Health>,
+    opal_consumers::metrics::ConsumerMetrics,
+) {
+    let mut args = env.args.clone();
+    if let Some(url) = redis_url {
+        args.redis.url = url.to_owned();
+    }
+    let handler = CountingHandler::new(
+        env.count_prefix.clone(),
+        vec![opal_schemas::EventType::KnowledgeUpserted],
+    );
+    let cancel = CancellationToken::new();
+    let runtime = Runtime::new(handler, args, "unused", cancel.clone())
+        .await
+        .expect("runtime");
+    let (health, metrics) = (runtime.health(), runtime.metrics());
+    let task = tokio::spawn(async move {
+        assert_eq!(
+            runtime.run().await.expect("run"),
+            opal_consumers::runtime::RunEnd::Drained,
+            "stopped within the drain timeout"
+        );
+    });
+    (cancel, task, health, metrics)
+}
+
+/// As [`start_observed`], without the metrics.
+pub async fn start(
+    env: &Env,
+    redis_url: Option<&str>,
+) -> (
+    CancellationToken,
+    tokio::task::JoinHandle<()>,
+    std::sync::Arc<opal_consumers::health::Health>,
+) {
+    let (cancel, task, health, _) = start_observed(env, redis_url).await;
+    (cancel, task, health)
 }
 
 /// A child process that cannot outlive a failed test.

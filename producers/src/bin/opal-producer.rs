@@ -11,7 +11,7 @@ use opal_producers::perf::{self, PerfOptions};
 use opal_producers::{PublishMetrics, Publisher, PublisherConfig, input, suite};
 use opal_schemas::EventType;
 use opal_schemas::samples::default_example;
-use opal_topics::telemetry::{LogFormat, init_tracing};
+use opal_topics::telemetry::LogArgs;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -23,15 +23,8 @@ struct Cli {
     #[command(flatten)]
     publisher: PublisherConfig,
 
-    /// Log output format.
-    #[arg(
-        long,
-        env = "OPAL_LOG_FORMAT",
-        value_enum,
-        default_value = "text",
-        global = true
-    )]
-    log_format: LogFormat,
+    #[command(flatten)]
+    log: LogArgs,
 
     #[command(subcommand)]
     command: Command,
@@ -111,7 +104,7 @@ enum Command {
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_tracing(cli.log_format);
+    cli.log.init();
     match run(cli).await {
         Ok(code) => code,
         Err(e) => {

@@ -8,7 +8,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 use opal_schemas::Environment;
 use opal_topics::provision::{Drift, Target};
-use opal_topics::telemetry::{LogFormat, init_tracing};
+use opal_topics::telemetry::LogArgs;
 use opal_topics::{Catalog, KafkaArgs, RegistryArgs};
 
 #[derive(Debug, Parser)]
@@ -24,15 +24,8 @@ struct Cli {
     #[command(flatten)]
     registry: RegistryArgs,
 
-    /// Log output format.
-    #[arg(
-        long,
-        env = "OPAL_LOG_FORMAT",
-        value_enum,
-        default_value = "text",
-        global = true
-    )]
-    log_format: LogFormat,
+    #[command(flatten)]
+    log: LogArgs,
 
     /// How long to wait for the broker and the registry per request.
     #[arg(long, default_value = "10s", value_parser = parse_duration, global = true)]
@@ -45,7 +38,7 @@ struct Cli {
 #[derive(Debug, clap::Args)]
 struct CatalogArgs {
     /// Environment whose sizing applies.
-    #[arg(long = "env", env = "OPAL_ENV", default_value = "development", value_parser = parse_env)]
+    #[arg(long = "env", env = "OPAL_ENV", default_value = "development")]
     env: Environment,
 
     /// Prefix for every topic name (and so every subject), to keep environments apart.
@@ -129,10 +122,6 @@ fn parse_rfc3339(raw: &str) -> Result<i64, String> {
         .ok_or_else(|| format!("'{raw}' is not an RFC 3339 time like 2026-11-24T10:00:00Z"))
 }
 
-fn parse_env(raw: &str) -> Result<Environment, String> {
-    raw.parse()
-}
-
 fn parse_duration(raw: &str) -> Result<Duration, String> {
     let split = raw.find(|c: char| !c.is_ascii_digit()).unwrap_or(raw.len());
     let (number, unit) = raw.split_at(split);
@@ -149,7 +138,7 @@ fn parse_duration(raw: &str) -> Result<Duration, String> {
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_tracing(cli.log_format);
+    cli.log.init();
     match run(cli).await {
         Ok(code) => code,
         Err(e) => {

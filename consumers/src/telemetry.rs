@@ -1,0 +1,156 @@
+//! The runtime's telemetry events, in one place: each is one struct whose
+//! `emit` writes the log line and bumps the counter together, so the two
+//! never drift apart (as Vector's `internal_events`).
+
+use tracing::{debug, error, info, warn};
+
+use crate::classify::FailureClass;
+use crate::dependency::Dependency;
+use crate::metrics::ConsumerMetrics;
+
+/// A record was written to the dead-letter topic (the broker acknowledged it).
+pub struct DeadLettered<'a> {
+    pub consumer: &'a str,
+    pub topic: &'a str,
+    pub partition: i32,
+    pub offset: i64,
+    pub class: FailureClass,
+    pub attempts: u32,
+    pub error: &'a str,
+}
+
+impl DeadLettered<'_> {
+    pub fn emit(&self, metrics: &ConsumerMetrics) {
+        warn!(
+            topic = self.topic,
+            partition = self.partition,
+            offset = self.offset,
+            class = self.class.dlq_name(),
+            attempts = self.attempts,
+            error = self.error,
+            "dead-lettered"
+        );
+        metrics
+            .consumed
+            .with_label_values(&[self.consumer, self.topic, "dead_lettered"])
+            .inc();
+        metrics
+            .dead_letters
+            .with_label_values(&[self.consumer, self.class.dlq_name()])
+            .inc();
+    }
+}
+
+/// The dead-letter topic refused a record for good: it cannot be parked
+/// there, so it is logged with its coordinates (it stays in its source topic)
+/// and counted, and the consumer goes on.
+pub struct DeadLetterRefused<'a> {
+    pub consumer: &'a str,
+    pub topic: &'a str,
+    pub partition: i32,
+    pub offset: i64,
+    pub class: FailureClass,
+    pub error: &'a str,
+}
+
+impl DeadLetterRefused<'_> {
+    pub fn emit(&self, metrics: &ConsumerMetrics) {
+        error!(
+            topic = self.topic,
+            partition = self.partition,
+            offset = self.offset,
+            class = self.class.dlq_name(),
+            error = self.error,
+            "the dead-letter topic refused this record for good; it is left in its source topic"
+        );
+        metrics
+            .dead_letters_refused
+            .with_label_values(&[self.consumer])
+            .inc();
+    }
+}
+
+/// A dependency stopped answering: consumption pauses.
+pub struct DependencyDown<'a> {
+    pub dependency: Dependency,
+    pub error: &'a dyn std::fmt::Display,
+    /// Consecutive failed attempts; the log line is written on the first and
+    /// every 20th, the gauge is set every time.
+    pub attempt: u32,
+}
+
+impl DependencyDown<'_> {
+    pub fn emit(&self, metrics: &ConsumerMetrics) {
+        if self.attempt == 1 || self.attempt.is_multiple_of(20) {
+            warn!(
+                dependency = self.dependency.name(),
+                error = %self.error,
+                attempt = self.attempt,
+                "dependency down: consumption paused, nothing is dead-lettered"
+            );
+        }
+        metrics
+            .dependency_up
+            .with_label_values(&[self.dependency.name()])
+            .set(0);
+    }
+}
+
+/// A dependency that was down answers again.
+pub struct DependencyBack {
+    pub dependency: Dependency,
+}
+
+impl DependencyBack {
+    pub fn emit(&self, metrics: &ConsumerMetrics) {
+        info!(dependency = self.dependency.name(), "dependency is back");
+        metrics
+            .dependency_up
+            .with_label_values(&[self.dependency.name()])
+            .set(1);
+    }
+}
+
+/// An offset could not be stored (its partition was revoked meanwhile): the
+/// record will be delivered again, to whoever owns the partition now.
+pub struct OffsetStoreFailed<'a> {
+    pub topic: &'a str,
+    pub partition: i32,
+    pub offset: i64,
+    pub error: &'a dyn std::fmt::Display,
+}
+
+impl OffsetStoreFailed<'_> {
+    pub fn emit(&self, metrics: &ConsumerMetrics) {
+        debug!(
+            topic = self.topic,
+            partition = self.partition,
+            offset = self.offset,
+            error = %self.error,
+            "offset not stored (partition revoked?)"
+        );
+        metrics.offset_store_failures.inc();
+    }
+}
+
+/// A commit of stored offsets failed: the records since the last good commit
+/// will be delivered again (and recognised as duplicates).
+pub struct CommitFailed<'a> {
+    /// When: "revoke" or "shutdown".
+    pub during: &'static str,
+    pub error: &'a dyn std::fmt::Display,
+}
+
+impl CommitFailed<'_> {
+    pub fn emit(&self, metrics: &ConsumerMetrics) {
+        warn!(
+            during = self.during,
+            error = %self.error,
+            "offset commit failed: records since the last commit will be redelivered"
+        );
+        metrics
+            .commit_failures
+            .with_label_values(&[self.during])
+            .inc();
+    }
+}
