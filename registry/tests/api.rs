@@ -59,6 +59,27 @@ impl Server {
         assert_eq!(status, StatusCode::OK, "{body}");
         body["id"].as_u64().expect("id")
     }
+
+    /// `PUT /config/{subject}`, asserting the registry took the level.
+    async fn set_subject_level(&self, subject: &str, level: &str) {
+        let answer = self
+            .call(
+                "PUT",
+                &format!("/config/{subject}"),
+                Some(json!({"compatibility": level})),
+            )
+            .await;
+        assert_eq!(
+            answer,
+            (StatusCode::OK, json!({"compatibility": level})),
+            "PUT /config/{subject} {level}"
+        );
+        assert_eq!(
+            self.get(&format!("/config/{subject}")).await,
+            (StatusCode::OK, json!({"compatibilityLevel": level})),
+            "GET /config/{subject} after setting {level}"
+        );
+    }
 }
 
 fn record(fields: Value) -> Value {
@@ -265,6 +286,82 @@ async fn not_found_and_invalid_input_codes() {
         (status, error_code(&body)),
         (StatusCode::UNPROCESSABLE_ENTITY, 42203)
     );
+}
+
+/// README: schema references and non-AVRO schema types are not supported and are
+/// answered with 42201. Every refused body below holds a valid, self-contained Avro
+/// schema, so a registry that ignored `references` or `schemaType` would register it.
+#[tokio::test]
+async fn references_and_non_avro_types_are_42201_and_register_nothing() {
+    let s = Server::memory().await;
+    let target = record(json!([{"name": "who", "type": "string"}]));
+    let target_id = s.register_ok("customer-value", &target).await;
+    let reference = json!([{"name": "opal.test.Thing", "subject": "customer-value", "version": 1}]);
+
+    let refused = [
+        (
+            json!({"schema": v1().to_string(), "references": reference}),
+            "references",
+        ),
+        (
+            json!({"schema": v1().to_string(), "schemaType": "AVRO", "references": reference}),
+            "references",
+        ),
+        (
+            json!({"schema": v1().to_string(), "schemaType": "JSON"}),
+            "JSON",
+        ),
+        (
+            json!({"schema": v1().to_string(), "schemaType": "PROTOBUF"}),
+            "PROTOBUF",
+        ),
+    ];
+    for (body, named) in &refused {
+        let (status, answer) = s
+            .call(
+                "POST",
+                "/subjects/orders-value/versions",
+                Some(body.clone()),
+            )
+            .await;
+        assert_eq!(
+            status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{body} was answered {answer}"
+        );
+        assert_eq!(error_code(&answer), 42201, "{body}: {answer}");
+        let message = answer["message"].as_str().expect("message");
+        assert!(message.contains(named), "{body}: {message}");
+    }
+
+    // Nothing was registered: no subject, no version, no id spent on the refused schema.
+    assert_eq!(s.get("/subjects").await.1, json!(["customer-value"]));
+    assert_eq!(
+        s.get("/subjects/customer-value/versions").await.1,
+        json!([1])
+    );
+    let (status, body) = s.get("/subjects/orders-value/versions").await;
+    assert_eq!((status, error_code(&body)), (StatusCode::NOT_FOUND, 40401));
+    let (status, body) = s.get(&format!("/schemas/ids/{}", target_id + 1)).await;
+    assert_eq!((status, error_code(&body)), (StatusCode::NOT_FOUND, 40403));
+
+    // The same schema without references, as AVRO, is accepted: the refusals were
+    // for the references and the types, not for the schema.
+    for body in [
+        json!({"schema": v1().to_string(), "references": []}),
+        json!({"schema": v1().to_string(), "schemaType": "AVRO"}),
+    ] {
+        let (status, answer) = s
+            .call(
+                "POST",
+                "/subjects/orders-value/versions",
+                Some(body.clone()),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}: {answer}");
+        assert_eq!(answer["id"].as_u64(), Some(target_id + 1), "{answer}");
+    }
+    assert_eq!(s.get("/subjects/orders-value/versions").await.1, json!([1]));
 }
 
 #[tokio::test]
@@ -526,12 +623,7 @@ async fn compatibility_endpoints_and_enforcement() {
     let (st, b) = s.register("c-value", &required_field).await;
     assert_eq!((st, error_code(&b)), (StatusCode::CONFLICT, 409));
     assert_eq!(s.get("/subjects/c-value/versions").await.1, json!([1]));
-    s.call(
-        "PUT",
-        "/config/c-value",
-        Some(json!({"compatibility": "NONE"})),
-    )
-    .await;
+    s.set_subject_level("c-value", "NONE").await;
     assert_eq!(
         s.register("c-value", &required_field).await.0,
         StatusCode::OK
@@ -594,12 +686,7 @@ async fn compatibility_matrix_matches_confluent() {
         ] {
             let subject = format!("m{n}-{}", level.to_lowercase());
             s.register_ok(&subject, &base).await;
-            s.call(
-                "PUT",
-                &format!("/config/{subject}"),
-                Some(json!({"compatibility": level})),
-            )
-            .await;
+            s.set_subject_level(&subject, level).await;
             let expected = match level {
                 "NONE" => true,
                 l if l.starts_with("BACKWARD") => backward,
@@ -633,33 +720,20 @@ async fn transitive_levels_check_every_version() {
     // b drops x (backward-compatible with a); c re-adds x as a string with no default.
     let b = record(json!([]));
     let c = record(json!([{"name": "x", "type": "string"}]));
-    for (level, c_ok) in [("BACKWARD", false), ("NONE", true)] {
+    for (level, c_status) in [("BACKWARD", StatusCode::CONFLICT), ("NONE", StatusCode::OK)] {
         let subject = format!("t-{level}");
-        s.call(
-            "PUT",
-            &format!("/config/{subject}"),
-            Some(json!({"compatibility": level})),
-        )
-        .await;
+        s.set_subject_level(&subject, level).await;
         s.register_ok(&subject, &a).await;
         s.register_ok(&subject, &b).await;
-        assert_eq!(
-            s.register(&subject, &c).await.0 == StatusCode::OK,
-            c_ok,
-            "{level}"
-        );
+        let (status, body) = s.register(&subject, &c).await;
+        assert_eq!(status, c_status, "{level}: {body}");
     }
     // c with a default is backward-compatible with b (latest) but not with a (int → string).
     let c_default = record(json!([{"name": "x", "type": "string", "default": ""}]));
     let body = json!({"schema": c_default.to_string()});
     for (level, ok) in [("BACKWARD", true), ("BACKWARD_TRANSITIVE", false)] {
         let subject = format!("tt-{level}");
-        s.call(
-            "PUT",
-            &format!("/config/{subject}"),
-            Some(json!({"compatibility": level})),
-        )
-        .await;
+        s.set_subject_level(&subject, level).await;
         s.register_ok(&subject, &a).await;
         s.register_ok(&subject, &b).await;
         let path = format!("/compatibility/subjects/{subject}/versions");
@@ -678,13 +752,12 @@ async fn restart_keeps_subjects_versions_and_ids() {
         let s = Server::start(Store::open(dir.path()).expect("open"), None).await;
         let id1 = s.register_ok("r-value", &v1()).await;
         let id2 = s.register_ok("r-value", &v2()).await;
-        s.call(
-            "PUT",
-            "/config/r-value",
-            Some(json!({"compatibility": "FULL"})),
-        )
-        .await;
-        s.call("DELETE", "/subjects/r-value/versions/1", None).await;
+        s.set_subject_level("r-value", "FULL").await;
+        assert_eq!(
+            s.call("DELETE", "/subjects/r-value/versions/1", None).await,
+            (StatusCode::OK, json!(1)),
+            "soft delete before the restart"
+        );
         (id1, id2)
     };
     let s = Server::start(Store::open(dir.path()).expect("reopen"), None).await;

@@ -7,7 +7,7 @@ use opal_registry::{BasicAuth, Store, router, spawn};
 use schema_registry_converter::async_impl::avro::{AvroDecoder, AvroEncoder};
 use schema_registry_converter::async_impl::schema_registry::SrSettings;
 use schema_registry_converter::schema_registry_common::{
-    SchemaType, SubjectNameStrategy, SuppliedSchema,
+    RawError, SchemaType, SubjectNameStrategy, SuppliedSchema,
 };
 
 const SCHEMA: &str = r#"{"type":"record","name":"Heartbeat","namespace":"opal.test","fields":[{"name":"beat","type":"long"},{"name":"who","type":"string"}]}"#;
@@ -73,9 +73,27 @@ async fn encode_and_decode_with_basic_auth() {
         .expect("settings");
     round_trip(settings).await;
 
+    // Without credentials the client gets the registry's 401, in Confluent's shape,
+    // for the schema (id 1) that exists: no other failure will do.
     let unauthenticated = AvroDecoder::new(SrSettings::new(format!("http://{addr}")));
-    let err = unauthenticated
+    let err = match unauthenticated
         .decode(Some(&[0, 0, 0, 0, 1, 84, 8, 111, 112, 97, 108]))
-        .await;
-    assert!(err.is_err(), "no credentials, no schema");
+        .await
+    {
+        Ok(decoded) => panic!("decoded without credentials: {:?}", decoded.value),
+        Err(err) => err,
+    };
+    assert_eq!(
+        err.error, "HTTP request to schema registry failed with status 401 Unauthorized",
+        "{err}"
+    );
+    assert!(!err.retriable, "a refusal is not transient: {err}");
+    let raw = std::error::Error::source(&err)
+        .and_then(|source| source.downcast_ref::<RawError>())
+        .unwrap_or_else(|| panic!("no registry error body behind {err}"));
+    assert_eq!(
+        (raw.error_code, raw.message.as_str()),
+        (401, "Unauthorized"),
+        "{err}"
+    );
 }
