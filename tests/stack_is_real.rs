@@ -176,9 +176,16 @@ async fn records_and_committed_offsets_survive_a_broker_restart() {
         .keys()
         .filter(|(p, _)| *p == delivery.partition)
         .map(|(_, o)| *o)
-        .max();
-    assert!(
-        Some(delivery.offset) > last_before,
-        "offsets continue after the restart"
+        .max()
+        .unwrap_or_else(|| {
+            panic!(
+                "partition {} held no record before the restart, yet key-0 went there before it too: {produced:?}",
+                delivery.partition
+            )
+        });
+    assert_eq!(
+        delivery.offset,
+        last_before + 1,
+        "offsets continue after the restart, right after the last record before it"
     );
 }

@@ -7,12 +7,18 @@ use std::time::Duration;
 
 use opal_e2e::{brokers, registry_url, unique};
 use opal_producers::error::PublishError;
-use opal_producers::{PublishMetrics, Publisher, PublisherConfig};
-use opal_schemas::samples::default_example;
-use opal_schemas::{Environment, Event, EventType};
+use opal_producers::publisher::headers;
+use opal_producers::{Delivery, PublishMetrics, Publisher, PublisherConfig};
+use opal_schemas::samples::{current_version, default_example};
+use opal_schemas::{Environment, Event, EventType, now_millis};
 use opal_topics::provision::Target;
 use opal_topics::{Catalog, KafkaArgs};
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::admin::{AdminClient, AdminOptions, AlterConfig, ResourceSpecifier};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer, StreamConsumer};
+use rdkafka::error::RDKafkaErrorCode;
+use rdkafka::message::{Headers, Message, OwnedMessage};
+use rdkafka::{Offset, TopicPartitionList};
 
 const TIMEOUT: Duration = Duration::from_secs(20);
 
@@ -92,22 +98,159 @@ async fn the_producer_suite_passes_for_every_event_type() {
     );
 }
 
+/// What was written, read back from the delivery's topic, partition and
+/// offset and decoded through the registry: never only the returned Delivery.
+async fn read_back(publisher: &Publisher, delivery: &Delivery) -> (OwnedMessage, Event) {
+    let reader: StreamConsumer = KafkaArgs::local(brokers())
+        .client_config()
+        .expect("config")
+        .set("group.id", unique("publish-test-reader"))
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("consumer");
+    let mut assignment = TopicPartitionList::new();
+    assignment
+        .add_partition_offset(
+            &delivery.topic,
+            delivery.partition,
+            Offset::Offset(delivery.offset),
+        )
+        .expect("assignment");
+    reader.assign(&assignment).expect("assign");
+    let message = tokio::time::timeout(TIMEOUT, reader.recv())
+        .await
+        .unwrap_or_else(|_| panic!("nothing read back at {delivery:?}"))
+        .expect("consume")
+        .detach();
+    assert_eq!(
+        (message.topic(), message.partition(), message.offset()),
+        (delivery.topic.as_str(), delivery.partition, delivery.offset)
+    );
+    let decoded = publisher
+        .codec()
+        .decode(message.payload().expect("a value"))
+        .await
+        .expect("decode what was written");
+    assert_eq!(decoded.schema_id, delivery.schema_id);
+    (message, decoded.event)
+}
+
+/// A header of a record read back, as text.
+fn header(message: &OwnedMessage, name: &str) -> Option<String> {
+    message
+        .headers()?
+        .iter()
+        .find(|h| h.key == name)
+        .and_then(|h| h.value)
+        .map(|v| String::from_utf8_lossy(v).into_owned())
+}
+
+/// The envelope as written to Kafka: a given correlation id is kept (record
+/// and header), a missing one is generated; the event id is a fresh UUID; the
+/// time is filled at publish unless given; `source_system` comes from the
+/// config unless given; the environment and schema version are always ours.
 #[tokio::test]
-async fn the_envelope_is_filled_and_batches_keep_per_key_order() {
-    let (config, prefix) = provisioned().await;
+async fn the_written_envelope_keeps_what_was_given_and_fills_the_rest() {
+    let (mut config, prefix) = provisioned().await;
+    // Neither is the default, so what is written can only come from this config.
+    config.source_system = unique("publish-test-source");
+    config.environment = Environment::Staging;
     let publisher = publisher(&config);
-    let mut event = default_example(EventType::WorkflowCompleted);
-    let envelope = event.envelope_mut();
+
+    // 1. Only a correlation id given.
+    let correlation_id = unique("corr");
+    let mut given = default_example(EventType::WorkflowCompleted);
+    let envelope = given.envelope_mut();
     envelope.event_id.clear();
-    envelope.correlation_id = "corr-123".into();
+    envelope.correlation_id = correlation_id.clone();
     envelope.timestamp = 0;
     envelope.source_system.clear();
-    let delivery = publisher.publish(event.clone()).await.expect("publish");
+    envelope.environment = Environment::Development;
+    envelope.schema_version = 0;
+    let before = now_millis();
+    let delivery = publisher.publish(given.clone()).await.expect("publish");
+    let after = now_millis();
     assert_eq!(delivery.topic, format!("{prefix}opal.workflow.completed"));
+    let (message, written) = read_back(&publisher, &delivery).await;
+    let envelope = written.envelope().clone();
     assert!(
-        uuid::Uuid::parse_str(&delivery.event_id).is_ok(),
-        "generated UUID event id"
+        uuid::Uuid::parse_str(&envelope.event_id).is_ok(),
+        "generated UUID event id: {envelope:?}"
     );
+    assert_eq!(envelope.event_id, delivery.event_id);
+    assert_eq!(
+        envelope.correlation_id, correlation_id,
+        "the given correlation id is kept"
+    );
+    assert!(
+        (before..=after).contains(&envelope.timestamp),
+        "timestamp filled at publish: {before} <= {} <= {after}",
+        envelope.timestamp
+    );
+    assert_eq!(envelope.source_system, config.source_system);
+    assert_eq!(envelope.environment, Environment::Staging);
+    assert_eq!(
+        envelope.schema_version,
+        current_version(EventType::WorkflowCompleted)
+    );
+    assert_eq!(
+        header(&message, headers::CORRELATION_ID).as_deref(),
+        Some(correlation_id.as_str())
+    );
+    assert_eq!(
+        header(&message, headers::EVENT_ID).as_deref(),
+        Some(delivery.event_id.as_str())
+    );
+    let mut expected = given;
+    *expected.envelope_mut() = envelope;
+    assert_eq!(written, expected, "the rest of the event as given");
+
+    // 2. Time and source given, no correlation id.
+    let mut given = default_example(EventType::FeedbackSubmitted);
+    let envelope = given.envelope_mut();
+    envelope.event_id.clear();
+    envelope.correlation_id.clear();
+    envelope.timestamp = 1_767_225_600_000;
+    envelope.source_system = "billing-service".into();
+    envelope.environment = Environment::Production;
+    let delivery = publisher.publish(given.clone()).await.expect("publish");
+    let (message, written) = read_back(&publisher, &delivery).await;
+    let envelope = written.envelope().clone();
+    assert!(
+        uuid::Uuid::parse_str(&envelope.correlation_id).is_ok()
+            && envelope.correlation_id != envelope.event_id,
+        "a missing correlation id is generated: {envelope:?}"
+    );
+    assert_eq!(
+        header(&message, headers::CORRELATION_ID).as_deref(),
+        Some(envelope.correlation_id.as_str())
+    );
+    assert_eq!(
+        envelope.timestamp, 1_767_225_600_000,
+        "a given time is kept"
+    );
+    assert_eq!(
+        envelope.source_system, "billing-service",
+        "a given source is kept"
+    );
+    assert_eq!(
+        envelope.environment,
+        Environment::Staging,
+        "the publisher's environment is stamped on every event"
+    );
+    let mut expected = given;
+    *expected.envelope_mut() = envelope;
+    assert_eq!(written, expected, "the rest of the event as given");
+}
+
+#[tokio::test]
+async fn batches_keep_per_key_order_and_get_fresh_event_ids() {
+    let (config, _) = provisioned().await;
+    let publisher = publisher(&config);
+    let single = publisher
+        .publish(default_example(EventType::WorkflowCompleted))
+        .await
+        .expect("publish");
 
     // One key, many events, one batch: offsets follow the order given.
     let events: Vec<Event> = (0..50)
@@ -129,9 +272,99 @@ async fn the_envelope_is_filled_and_batches_keep_per_key_order() {
             .all(|w| w[0].partition == w[1].partition && w[0].offset < w[1].offset),
         "{deliveries:?}"
     );
+    let ids: std::collections::HashSet<&str> =
+        deliveries.iter().map(|d| d.event_id.as_str()).collect();
+    assert_eq!(ids.len(), deliveries.len(), "one id per event");
     assert!(
-        deliveries.iter().all(|d| d.event_id != delivery.event_id),
+        deliveries
+            .iter()
+            .all(|d| d.event_id != single.event_id && uuid::Uuid::parse_str(&d.event_id).is_ok()),
         "fresh ids"
+    );
+}
+
+/// A real fatal producer error. With `enable.gapless.guarantee` (a librdkafka
+/// setting, reachable through `--kafka-option`), a batch the broker refuses
+/// for good would leave a gap in the idempotent sequence, so librdkafka
+/// raises the fatal error `_GAPLESS_GUARANTEE` and that producer instance
+/// refuses every later send. The broker refuses the batch because the
+/// record is larger than its topic's `max.message.bytes`.
+#[tokio::test]
+async fn a_fatal_producer_error_is_reported_and_the_next_publish_goes_out_on_a_rebuilt_producer() {
+    let (mut config, prefix) = provisioned().await;
+    let topic = format!("{prefix}opal.knowledge.upserted");
+    let admin: AdminClient<DefaultClientContext> = config
+        .kafka
+        .client_config()
+        .expect("config")
+        .create()
+        .expect("admin");
+    let small_records_only = AlterConfig::new(ResourceSpecifier::Topic(&topic))
+        .set("cleanup.policy", "delete")
+        .set("min.insync.replicas", "1")
+        .set("max.message.bytes", "2048");
+    let altered = admin
+        .alter_configs(
+            &[small_records_only],
+            &AdminOptions::new().operation_timeout(Some(TIMEOUT)),
+        )
+        .await
+        .expect("alter configs");
+    assert!(altered.iter().all(Result::is_ok), "{altered:?}");
+    let event = |tag: String| {
+        let mut e = default_example(EventType::KnowledgeUpserted);
+        e.envelope_mut().event_id.clear();
+        if let Event::KnowledgeUpserted(k) = &mut e {
+            k.tags = vec![tag];
+        }
+        e
+    };
+    let oversized = event("x".repeat(8192));
+
+    // Control: without the guarantee the same refusal is not fatal.
+    match publisher(&config).publish(oversized.clone()).await {
+        Err(PublishError::BrokerRejected(e)) => assert_eq!(
+            e.rdkafka_error_code(),
+            Some(RDKafkaErrorCode::MessageSizeTooLarge),
+            "{e}"
+        ),
+        other => panic!("expected BrokerRejected, got {other:?}"),
+    }
+
+    config
+        .kafka
+        .options
+        .push("enable.gapless.guarantee=true".into());
+    let metrics = PublishMetrics::new(&prometheus::Registry::new()).expect("metrics");
+    let publisher = Publisher::new(config.clone(), metrics.clone()).expect("publisher");
+    let err = publisher.publish(oversized).await.expect_err("refused");
+    assert!(matches!(err, PublishError::BrokerFatal(_)), "{err:?}");
+    assert!(err.is_retriable(), "a fatal error is worth retrying: {err}");
+    assert_eq!(
+        metrics
+            .errors
+            .with_label_values(&[&topic, "broker_fatal"])
+            .get(),
+        1
+    );
+
+    // A producer with a fatal error refuses every send: this one goes out
+    // only because the publisher rebuilt it. Same topic, same key.
+    let delivery = publisher
+        .publish(event("pricing".into()))
+        .await
+        .expect("published on the rebuilt producer");
+    let (_, written) = read_back(&publisher, &delivery).await;
+    assert_eq!(written.envelope().event_id, delivery.event_id);
+    assert_eq!(
+        metrics.published.with_label_values(&[&topic]).get(),
+        1,
+        "counted once"
+    );
+    assert_eq!(
+        total_records(&topic),
+        1,
+        "neither refused record was written"
     );
 }
 

@@ -34,6 +34,11 @@ pub enum ProvisionError {
         "{count} local schema(s) are incompatible with the registry; nothing was changed:\n{details}"
     )]
     IncompatibleSchemas { count: usize, details: String },
+    /// The profile asks for more replicas than the cluster has brokers.
+    #[error(
+        "this environment's topics need replication factor {needed}, but the cluster has {brokers} broker(s); nothing was changed (the development profile needs one broker)"
+    )]
+    TooFewBrokers { needed: i32, brokers: usize },
     #[error("cannot {action} topic {topic}: {reason}")]
     Topic {
         action: &'static str,
@@ -299,6 +304,16 @@ impl Target {
     /// partitions only with `increase_partitions`.
     pub async fn init(&self, plan: &[TopicSpec], increase_partitions: bool) -> Result<InitReport> {
         // 1. Everything that can refuse, before any change.
+        let needed = plan.iter().map(|t| t.replication_factor).max().unwrap_or(1);
+        let brokers = self
+            .kafka
+            .cluster_metadata(self.timeout)
+            .await?
+            .brokers()
+            .len();
+        if needed as usize > brokers {
+            return Err(ProvisionError::TooFewBrokers { needed, brokers });
+        }
         let names: Vec<String> = plan.iter().map(|t| t.name.clone()).collect();
         let observed = self.observe(Some(&names)).await?;
         self.registry.ping().await?;

@@ -153,6 +153,22 @@ async fn init_repairs_a_deleted_topic_and_config_drift_and_check_reports_them_fi
         .await
         .expect("delete topic");
     assert!(removed.iter().all(Result::is_ok), "{removed:?}");
+    // Deletion completes asynchronously: wait until the brokers' metadata no
+    // longer lists the topic.
+    let deadline = std::time::Instant::now() + TIMEOUT;
+    while target
+        .observe(Some(std::slice::from_ref(&deleted.name)))
+        .await
+        .expect("observe")
+        .contains_key(&deleted.name)
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{} still listed",
+            deleted.name
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 
     let drift = target.check(&plan).await.expect("check");
     assert!(
@@ -336,5 +352,217 @@ fn cli_bad_input_is_one_clear_line_and_non_zero() {
             .count(),
         1,
         "{stderr}"
+    );
+}
+
+/// Creates `name` by hand (as an operator or an older catalog would have),
+/// with `partitions` partitions and replication 1.
+async fn create_by_hand(name: &str, partitions: i32) {
+    let created = admin()
+        .create_topics(
+            &[rdkafka::admin::NewTopic::new(
+                name,
+                partitions,
+                rdkafka::admin::TopicReplication::Fixed(1),
+            )],
+            &AdminOptions::new().operation_timeout(Some(TIMEOUT)),
+        )
+        .await
+        .expect("create topic");
+    assert!(created.iter().all(Result::is_ok), "{created:?}");
+}
+
+/// Partition count of `name` in the brokers' metadata (None if absent).
+async fn partitions(target: &Target, name: &str) -> Option<i32> {
+    target
+        .observe(Some(&[name.to_owned()]))
+        .await
+        .expect("observe")
+        .get(name)
+        .map(|t| t.partitions)
+}
+
+fn partition_drift(drift: &[Drift]) -> Vec<&Drift> {
+    drift
+        .iter()
+        .filter(|d| matches!(d, Drift::Partitions { .. }))
+        .collect()
+}
+
+/// A topic with fewer partitions than the catalog: `init` reports it and
+/// leaves it alone (raising changes key → partition mapping) unless told to
+/// raise it; `check` reports the drift until then and not after.
+#[tokio::test]
+async fn fewer_partitions_than_the_catalog_are_raised_only_with_increase_partitions() {
+    let (target, plan, _) = setup();
+    let short = &plan[1];
+    assert_eq!(short.partitions, 3, "development sizing");
+    create_by_hand(&short.name, 1).await;
+    let expected_drift = Drift::Partitions {
+        topic: short.name.clone(),
+        expected: 3,
+        actual: 1,
+    };
+    let before = target.check(&plan).await.expect("check");
+    assert_eq!(partition_drift(&before), [&expected_drift], "{before:?}");
+
+    let without = target.init(&plan, false).await.expect("init");
+    assert_eq!(
+        without.left_alone,
+        [format!(
+            "{} has 1 partitions, the catalog says 3: rerun with --increase-partitions (it changes key → partition mapping)",
+            short.name
+        )]
+    );
+    assert!(
+        !without.changes.iter().any(|c| c.contains("partitions of")),
+        "{without:?}"
+    );
+    assert_eq!(
+        partitions(&target, &short.name).await,
+        Some(1),
+        "left alone"
+    );
+    assert_eq!(
+        target.check(&plan).await.expect("check"),
+        std::slice::from_ref(&expected_drift),
+        "the only drift left is the partition count"
+    );
+
+    let with = target
+        .init(&plan, true)
+        .await
+        .expect("init --increase-partitions");
+    assert_eq!(
+        with.changes,
+        [format!("raised partitions of {} from 1 to 3", short.name)]
+    );
+    assert!(with.left_alone.is_empty(), "{with:?}");
+    assert_eq!(partitions(&target, &short.name).await, Some(3), "raised");
+    assert_eq!(
+        target.check(&plan).await.expect("check"),
+        Vec::<Drift>::new()
+    );
+    let again = target.init(&plan, true).await.expect("init again");
+    assert!(
+        again.changes.is_empty() && again.left_alone.is_empty(),
+        "{again:?}"
+    );
+}
+
+/// A topic with more partitions than the catalog is never shrunk (Kafka
+/// cannot remove partitions; deleting and recreating would lose its
+/// records), with or without `--increase-partitions`; `check` keeps
+/// reporting it.
+#[tokio::test]
+async fn more_partitions_than_the_catalog_are_never_removed() {
+    let (target, plan, _) = setup();
+    let wide = &plan[4];
+    create_by_hand(&wide.name, 5).await;
+    let expected_drift = Drift::Partitions {
+        topic: wide.name.clone(),
+        expected: 3,
+        actual: 5,
+    };
+    let note = format!(
+        "{} has 5 partitions, more than the catalog's 3: partitions are never removed",
+        wide.name
+    );
+    assert_eq!(
+        partition_drift(&target.check(&plan).await.expect("check")),
+        [&expected_drift]
+    );
+    for increase_partitions in [false, true] {
+        let report = target.init(&plan, increase_partitions).await.expect("init");
+        assert_eq!(report.left_alone, std::slice::from_ref(&note), "{report:?}");
+        assert!(
+            !report.changes.iter().any(|c| c.contains("partitions of")),
+            "{report:?}"
+        );
+        assert_eq!(partitions(&target, &wide.name).await, Some(5), "not shrunk");
+        assert_eq!(
+            target.check(&plan).await.expect("check"),
+            std::slice::from_ref(&expected_drift)
+        );
+    }
+}
+
+/// `init` never deletes: a topic under the same prefix that the catalog does
+/// not name, a subject outside the catalog, and a version of a catalog
+/// subject that is not ours all survive `init`, with and without
+/// `--increase-partitions`, and are no drift for `check`.
+#[tokio::test]
+async fn init_never_deletes_topics_subjects_or_versions_outside_the_catalog() {
+    let (target, plan, prefix) = setup();
+    let client = registry().client(TIMEOUT).expect("client");
+    let retired_topic = format!("{prefix}opal.workflow.retired");
+    let retired_dlq = format!("{prefix}opal-retired.dlq");
+    create_by_hand(&retired_topic, 2).await;
+    create_by_hand(&retired_dlq, 1).await;
+    let retired_subject = format!("{retired_topic}-value");
+    let retired_schema = r#"{"type":"record","name":"WorkflowRetired","namespace":"opal.events","fields":[{"name":"workflow_id","type":"string"}]}"#;
+    let retired_id = client
+        .register(&retired_subject, retired_schema)
+        .await
+        .expect("register");
+
+    target.init(&plan, false).await.expect("init");
+
+    // A second version of a catalog subject, registered after init: ours
+    // plus an optional field (BACKWARD-compatible with ours).
+    let started = plan
+        .iter()
+        .find(|t| t.name.ends_with("opal.workflow.started"))
+        .expect("workflow.started");
+    let subject = started.subject();
+    let mut newer: serde_json::Value =
+        serde_json::from_str(opal_schemas::EventType::WorkflowStarted.schema_json())
+            .expect("schema json");
+    newer["fields"]
+        .as_array_mut()
+        .expect("fields")
+        .push(serde_json::json!({"name": "retired_note", "type": ["null", "string"], "default": null, "doc": "added by another writer"}));
+    let newer_id = client
+        .register(&subject, &newer.to_string())
+        .await
+        .expect("register a newer version");
+    let versions_before = target.subjects().await.expect("subjects");
+    let ours = |versions: &[(String, Vec<(u32, u32)>)], subject: &str| {
+        versions
+            .iter()
+            .find(|(s, _)| s == subject)
+            .map(|(_, v)| v.clone())
+    };
+    let started_versions = ours(&versions_before, &subject).expect("subject");
+    assert_eq!(started_versions.len(), 2, "{started_versions:?}");
+    assert_eq!(started_versions[1], (2, newer_id));
+
+    for increase_partitions in [false, true] {
+        let report = target.init(&plan, increase_partitions).await.expect("init");
+        assert!(
+            report.changes.is_empty() && report.left_alone.is_empty(),
+            "{report:?}"
+        );
+        let after = target.subjects().await.expect("subjects");
+        assert_eq!(
+            ours(&after, &subject),
+            Some(started_versions.clone()),
+            "the extra version stays"
+        );
+        assert_eq!(
+            ours(&after, &retired_subject).map(|v| v.iter().map(|(_, id)| *id).collect::<Vec<_>>()),
+            Some(vec![retired_id]),
+            "a subject outside the catalog stays"
+        );
+        assert_eq!(
+            partitions(&target, &retired_topic).await,
+            Some(2),
+            "a topic outside the catalog stays"
+        );
+        assert_eq!(partitions(&target, &retired_dlq).await, Some(1));
+    }
+    assert_eq!(
+        target.check(&plan).await.expect("check"),
+        Vec::<Drift>::new()
     );
 }
