@@ -13,7 +13,7 @@ cd "$ROOT"
 STACK=scripts/dev-stack.sh
 down=0
 workflows=90
-seed=$(date +%s)  # fresh event ids: idempotency keys are per consumer group, not per prefix
+seed=$(date +%s)  # any seed works again: each run has its own prefix, and idempotency keys are per prefix
 while [ $# -gt 0 ]; do
     case $1 in
         --down) down=1; shift ;;
@@ -24,8 +24,18 @@ while [ $# -gt 0 ]; do
 done
 
 step() { printf '\n== %s\n' "$*"; }
-fail() { echo "demo.sh: $*" >&2; exit 1; }
+fail() {
+    echo "demo.sh: $*" >&2
+    # What each consumer says about itself, to tell why.
+    for name in diagnostics recommendations feedback forecast; do
+        [ -n "${ports[$name]:-}" ] || continue
+        echo "-- $name-consumer: /health/ready $(curl -s "127.0.0.1:${ports[$name]}/health/ready" || echo unreachable)" >&2
+        tail -5 "$LOGS/demo-$name.log" >&2 2>/dev/null || true
+    done
+    exit 1
+}
 
+declare -A ports=()
 step "local stack"
 # The report is formatted with python3; install it where a minimal Debian lacks it.
 if ! command -v python3 >/dev/null; then
@@ -50,7 +60,7 @@ stop_consumers() {
     for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
 }
 trap stop_consumers EXIT
-declare -A ports=([diagnostics]=9101 [recommendations]=9102 [feedback]=9103 [forecast]=9104)
+ports=([diagnostics]=9101 [recommendations]=9102 [feedback]=9103 [forecast]=9104)
 for name in diagnostics recommendations feedback forecast; do
     $BIN/$name-consumer --http-listen "127.0.0.1:${ports[$name]}" >"$LOGS/demo-$name.log" 2>&1 &
     pids+=($!)

@@ -69,6 +69,82 @@ pub fn dev_stack(args: &[&str]) {
     );
 }
 
+/// An Apache Kafka broker of a test's own (`scripts/dev-stack.sh` with its own
+/// state directory and ports, no SASL listener), so stopping it harms no other
+/// test. Removed with its state when dropped.
+pub struct PrivateBroker {
+    dir: PathBuf,
+    port: u16,
+    controller_port: u16,
+}
+
+impl PrivateBroker {
+    /// Formats and starts a fresh broker; returns once it answers.
+    pub fn start() -> PrivateBroker {
+        let free = || {
+            std::net::TcpListener::bind("127.0.0.1:0")
+                .and_then(|l| l.local_addr())
+                .map(|a| a.port())
+                .expect("free port")
+        };
+        let broker = PrivateBroker {
+            dir: std::env::temp_dir().join(unique("opal-broker")),
+            port: free(),
+            controller_port: free(),
+        };
+        broker.run(&["start", "kafka"]);
+        broker
+    }
+
+    pub fn brokers(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// Stops it (SIGTERM, a controlled shutdown); its state stays.
+    pub fn stop(&self) {
+        self.run(&["stop", "kafka"]);
+    }
+
+    /// Starts it again on its state; returns once it answers.
+    pub fn start_again(&self) {
+        self.run(&["start", "kafka"]);
+    }
+
+    fn run(&self, args: &[&str]) {
+        let output = Command::new(repo_root().join("scripts/dev-stack.sh"))
+            .args(args)
+            .env("OPAL_STACK_DIR", &self.dir)
+            .env("OPAL_KAFKA_PORT", self.port.to_string())
+            .env(
+                "OPAL_KAFKA_CONTROLLER_PORT",
+                self.controller_port.to_string(),
+            )
+            .env_remove("OPAL_KAFKA_SASL")
+            .output()
+            .expect("run dev-stack.sh");
+        assert!(
+            output.status.success(),
+            "dev-stack.sh {args:?} for a private broker failed ({}):\n{}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+}
+
+impl Drop for PrivateBroker {
+    fn drop(&mut self) {
+        let _ = Command::new(repo_root().join("scripts/dev-stack.sh"))
+            .args(["down", "--clean", "kafka"])
+            .env("OPAL_STACK_DIR", &self.dir)
+            .env("OPAL_KAFKA_PORT", self.port.to_string())
+            .env(
+                "OPAL_KAFKA_CONTROLLER_PORT",
+                self.controller_port.to_string(),
+            )
+            .output();
+    }
+}
+
 /// Runs one of Apache Kafka's own CLI tools (`scripts/kafka.sh TOOL ARGS`,
 /// from the same jars as the local broker) and returns its standard output,
 /// panicking with its error output if it fails. Tests use them as witnesses

@@ -1,7 +1,9 @@
 //! A consumer that counts every event it sees, once: the runtime's own test
 //! subject and a smoke test for a deployment (`opal-counting-consumer`).
 //!
-//! Effects: `INCR <prefix>:count:<event_id>` and `INCR <prefix>:total`. An
+//! Effects: `INCR <prefix>:count:<event_id>` and `INCR <prefix>:total`, and
+//! for `opal.knowledge.upserted` `RPUSH <prefix>:order:<knowledge_id>
+//! <content_hash>`, the order in which each key's events were applied. An
 //! exactly-once run leaves every per-event counter at 1.
 //!
 //! For failure drills it reacts to `opal.knowledge.upserted` events by `kind`:
@@ -39,6 +41,11 @@ impl CountingHandler {
 
     pub fn total_key(&self) -> String {
         format!("{}:total", self.prefix)
+    }
+
+    /// The list of one knowledge key's applied `content_hash`es, in apply order.
+    pub fn order_key(&self, knowledge_id: &str) -> String {
+        format!("{}:order:{knowledge_id}", self.prefix)
     }
 
     fn attempt(&self, event_id: &str) -> u32 {
@@ -105,6 +112,13 @@ impl Handler for CountingHandler {
         let mut effects = Effects::none()
             .op(StateOp::cmd("INCR").arg(self.count_key(id)))
             .op(StateOp::cmd("INCR").arg(self.total_key()));
+        if let Event::KnowledgeUpserted(k) = event {
+            effects.push(
+                StateOp::cmd("RPUSH")
+                    .arg(self.order_key(&k.knowledge_id))
+                    .arg(&k.content_hash),
+            );
+        }
         if let Event::KnowledgeUpserted(k) = event
             && k.kind == "emit-degraded"
         {

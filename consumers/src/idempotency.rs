@@ -167,15 +167,19 @@ pub struct Idempotency {
 }
 
 impl Idempotency {
+    /// Keys under `topic_prefix` (as the handlers' state is), so
+    /// environments that share a Redis under different prefixes never take
+    /// each other's events for duplicates.
     pub fn new(
         connection: ConnectionManager,
+        topic_prefix: &str,
         group: &str,
         done_ttl: Duration,
         lease: Duration,
     ) -> Self {
         Idempotency {
             connection,
-            prefix: format!("opal:idempotency:{group}:"),
+            prefix: format!("{topic_prefix}opal:idempotency:{group}:"),
             token: format!("lease:{}", uuid::Uuid::new_v4().simple()),
             done_ttl,
             lease,
@@ -184,7 +188,7 @@ impl Idempotency {
         }
     }
 
-    /// `opal:idempotency:<group>:<event_id>`
+    /// `<topic prefix>opal:idempotency:<group>:<event_id>`
     pub fn key(&self, event_id: &str) -> String {
         format!("{}{event_id}", self.prefix)
     }

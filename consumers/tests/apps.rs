@@ -199,17 +199,27 @@ async fn the_loop_closes_and_every_consumer_serves_its_view() {
     let (_, f) = get_json(forecast, "/forecasts/demand:acme")
         .await
         .expect("forecast");
+    let point = |field: &str| f["points"][0][field].as_f64().expect("a number");
     assert!(
-        f["points"][0]["lower"].as_f64() <= f["points"][0]["value"].as_f64(),
+        point("lower") <= point("value") && point("value") <= point("upper"),
         "{f}"
     );
-    let emitted = read_all(&env.kafka(), &env.topic(EventType::ForecastGenerated), 1).await;
-    assert!(!emitted.is_empty());
+    let forecasts = emitted(&env, EventType::ForecastGenerated).await;
+    let acme = forecasts
+        .iter()
+        .find(|(id, _)| id.starts_with("demand:acme@"))
+        .map(|(_, f)| f)
+        .expect("a forecast.generated for demand:acme on the topic");
+    assert_eq!(acme["points"].as_array().map(Vec::len), Some(12), "{acme}");
 
-    let degraded = read_all(&env.kafka(), &env.topic(EventType::DecisionDegraded), 1).await;
+    let degraded = emitted(&env, EventType::DecisionDegraded).await;
     assert!(
-        !degraded.is_empty(),
-        "acme's pricing acceptance fell below the threshold"
+        degraded.values().any(|d| d["client_name"] == "acme"
+            && d["scope"] == "pricing"
+            && d["metric"] == "acceptance_rate"
+            && d["observed"].as_f64() < d["threshold"].as_f64()
+            && d["sample_size"].as_i64() >= Some(5)),
+        "acme's pricing acceptance fell below the threshold: {degraded:?}"
     );
     // The gauges are refreshed from Redis every 5 s.
     wait_until(
@@ -580,6 +590,56 @@ async fn restarting_each_consumer_mid_stream_changes_nothing() {
         distinct_emits(&control).await,
         "the same preference updates emitted (re-emits share ids)"
     );
+    for event_type in [EventType::ForecastGenerated, EventType::DecisionDegraded] {
+        assert_eq!(
+            emitted(&crashed, event_type).await,
+            emitted(&control, event_type).await,
+            "the same {event_type} events emitted, by stable id and content"
+        );
+    }
+}
+
+/// The events of `event_type` on `env`'s topic, decoded, by a stable id
+/// (`forecast_id` for forecasts; scope, client, metric and window for
+/// degraded alerts), without their envelopes (ids and times of emission
+/// differ between runs). A re-emitted event must have the same content.
+async fn emitted(
+    env: &Env,
+    event_type: EventType,
+) -> std::collections::BTreeMap<String, serde_json::Value> {
+    let mut by_id = std::collections::BTreeMap::new();
+    for record in read_all(&env.kafka(), &env.topic(event_type), 1).await {
+        let payload = rdkafka::Message::payload(&record).expect("a value");
+        let mut json = env
+            .publisher
+            .codec()
+            .decode(payload)
+            .await
+            .expect("decodes")
+            .event
+            .to_json();
+        let object = json.as_object_mut().expect("an object");
+        for field in opal_schemas::events::ENVELOPE_FIELDS {
+            object.remove(field);
+        }
+        let id = match event_type {
+            EventType::ForecastGenerated => json["forecast_id"]
+                .as_str()
+                .expect("forecast_id")
+                .to_owned(),
+            _ => format!(
+                "{}/{}/{}/{}",
+                json["scope"], json["client_name"], json["metric"], json["window_start"]
+            ),
+        };
+        if let Some(earlier) = by_id.insert(id.clone(), json.clone()) {
+            assert_eq!(
+                earlier, json,
+                "{event_type} {id} emitted twice with different content"
+            );
+        }
+    }
+    by_id
 }
 
 async fn distinct_emits(env: &Env) -> usize {

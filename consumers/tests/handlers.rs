@@ -180,6 +180,7 @@ fn demand_at(secs: i64, partition: i32) -> (Event, Source) {
 async fn idempotency(state: &StateReader) -> Idempotency {
     Idempotency::new(
         state.connection(),
+        "",
         &opal_e2e::unique("fc"),
         std::time::Duration::from_secs(60),
         std::time::Duration::from_secs(10),
@@ -276,7 +277,11 @@ async fn a_watermark_move_computed_on_stale_state_is_refused_and_redone() {
             .handle(&event, &source, &state)
             .await
             .expect("handled");
-        commit(&idempotency, &event, &effects).await;
+        assert_eq!(
+            commit(&idempotency, &event, &effects).await,
+            Applied::Applied,
+            "setting up the watermarks"
+        );
     }
     // Both move their partition's watermark past the first bucket, each
     // computed without the other's move: only the first applies as computed.

@@ -39,6 +39,17 @@ async fn total(env: &Env) -> i64 {
 
 #[tokio::test]
 async fn sigterm_mid_run_exits_zero_with_offsets_committed() {
+    stop_mid_run_with("TERM").await;
+}
+
+#[tokio::test]
+async fn sigint_mid_run_exits_zero_with_offsets_committed() {
+    stop_mid_run_with("INT").await;
+}
+
+/// One consumer stopped by `sig` mid-run drains, commits and exits 0; a
+/// second one processes exactly the rest, re-reading nothing.
+async fn stop_mid_run_with(sig: &str) {
     let _turn = turn().await;
     let env = Env::new().await;
     // Long enough that the signal lands mid-run on a fast broker.
@@ -47,7 +58,7 @@ async fn sigterm_mid_run_exits_zero_with_offsets_committed() {
     let port = free_port();
     let mut first = env.spawn_counting(port);
     wait_for_total(&env, 200, Duration::from_secs(120)).await;
-    signal(&first.0, "TERM");
+    signal(&first.0, sig);
     assert_eq!(
         wait_exit(&mut first.0, Duration::from_secs(20)),
         Some(0),
@@ -171,15 +182,67 @@ async fn kill_9_at_random_moments_without_static_membership_applies_every_event_
     .await;
 }
 
+/// Publishes `chunks` chunks of `size` knowledge events, `pause` apart, so
+/// the stream lasts while instances join; returns their ids.
+async fn publish_paced(env: &Env, chunks: usize, size: usize, pause: Duration) -> Vec<String> {
+    let mut ids = Vec::with_capacity(chunks * size);
+    for _ in 0..chunks {
+        ids.extend(publish_knowledge(env, size, "policy").await);
+        tokio::time::sleep(pause).await;
+    }
+    ids
+}
+
+/// An instance's events by outcome, from its /metrics.
+async fn outcomes(port: u16, env: &Env, outcome: &str) -> f64 {
+    let text = http_get(port, "/metrics").await.expect("metrics").1;
+    metric(
+        &text,
+        "opal_events_consumed_total",
+        &[
+            (
+                "topic",
+                env.topic(opal_schemas::EventType::KnowledgeUpserted)
+                    .as_str(),
+            ),
+            ("outcome", outcome),
+        ],
+    )
+}
+
 #[tokio::test]
-async fn two_instances_with_a_rebalance_mid_run_apply_each_event_once() {
+async fn two_instances_with_a_rebalance_mid_run_share_the_work_and_apply_each_event_once() {
     let _turn = turn().await;
     let env = Env::new().await;
-    let ids = publish_knowledge(&env, 5_000, "policy").await;
-    let mut a = env.spawn_counting(free_port());
+    let mut ids = publish_knowledge(&env, 2_000, "policy").await;
+    let (port_a, port_b) = (free_port(), free_port());
+    let mut a = env.spawn_counting(port_a);
     wait_for_total(&env, 500, Duration::from_secs(120)).await;
-    let mut b = env.spawn_counting(free_port());
-    wait_for_total(&env, 5_000, Duration::from_secs(240)).await;
+    let mut b = env.spawn_counting(port_b);
+    // Traffic goes on while b joins (a rebalance) and after it.
+    ids.extend(publish_paced(&env, 30, 500, Duration::from_millis(300)).await);
+    wait_for_total(&env, ids.len() as i64, Duration::from_secs(240)).await;
+    settled(&env).await;
+
+    let (by_a, by_b) = (
+        outcomes(port_a, &env, "processed").await,
+        outcomes(port_b, &env, "processed").await,
+    );
+    assert!(
+        by_a > 0.0 && by_b > 0.0,
+        "the rebalance gave b partitions and both processed events: a {by_a}, b {by_b}"
+    );
+    assert_eq!(
+        by_a + by_b,
+        ids.len() as f64,
+        "every event processed by one of them"
+    );
+    let redelivered =
+        outcomes(port_a, &env, "duplicate").await + outcomes(port_b, &env, "duplicate").await;
+    assert_eq!(
+        redelivered, 0.0,
+        "a committed what it had done before its partitions moved: nothing came twice"
+    );
     for child in [&mut a, &mut b] {
         signal(&child.0, "TERM");
         assert_eq!(wait_exit(&mut child.0, Duration::from_secs(30)), Some(0));
@@ -188,6 +251,109 @@ async fn two_instances_with_a_rebalance_mid_run_apply_each_event_once() {
     assert_eq!(
         applied.iter().filter(|c| **c != 1).count(),
         0,
-        "each of 5 000 applied exactly once"
+        "each event applied exactly once"
+    );
+}
+
+/// Settings under which a batch of `fail-transient-8` events spends many
+/// seconds in retry backoff: a drain that outlasts a short drain timeout.
+const SLOW: [(&str, &str); 3] = [
+    ("OPAL_RETRY_BASE_MS", "3000"),
+    ("OPAL_RETRY_MAX_MS", "3000"),
+    ("OPAL_RETRY_ATTEMPTS", "10"),
+];
+
+/// Waits until the consumer on `port` has a batch in hand.
+async fn batch_in_hand(port: u16) {
+    wait_until(TIMEOUT, "a batch in hand", || async move {
+        http_get(port, "/metrics")
+            .await
+            .is_some_and(|(_, m)| metric(&m, "opal_consumer_batches_total", &[]) >= 1.0)
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_drain_longer_than_the_drain_timeout_exits_3_and_its_records_come_again() {
+    let _turn = turn().await;
+    let env = Env::new().await;
+    let ids = publish_knowledge(&env, 3, "fail-transient-8").await;
+    let port = free_port();
+    let mut slow = SLOW.to_vec();
+    slow.push(("OPAL_DRAIN_TIMEOUT_MS", "2000"));
+    let mut child = env.spawn_counting_with(port, &slow);
+    batch_in_hand(port).await;
+    signal(&child.0, "TERM");
+    assert_eq!(
+        wait_exit(&mut child.0, Duration::from_secs(30)),
+        Some(3),
+        "the drain timeout cut the batch short (exit code 3)"
+    );
+    assert_eq!(
+        total(&env).await,
+        0,
+        "nothing of the unfinished batch was applied"
+    );
+    // Its offsets were not stored: the next instance gets the records again
+    // (with the same retry budget: the drill fails 8 times first).
+    let mut next = env.spawn_counting_with(free_port(), &[("OPAL_RETRY_ATTEMPTS", "10")]);
+    wait_for_total(&env, 3, Duration::from_secs(120)).await;
+    signal(&next.0, "TERM");
+    assert_eq!(wait_exit(&mut next.0, Duration::from_secs(30)), Some(0));
+    assert_eq!(
+        counts(&mut redis().await, &env.count_prefix, &ids).await,
+        vec![1; 3]
+    );
+}
+
+#[tokio::test]
+async fn a_second_signal_exits_at_once_with_130() {
+    let _turn = turn().await;
+    let env = Env::new().await;
+    publish_knowledge(&env, 3, "fail-transient-8").await;
+    let port = free_port();
+    let mut slow = SLOW.to_vec();
+    slow.push(("OPAL_DRAIN_TIMEOUT_MS", "20000"));
+    let mut child = env.spawn_counting_with(port, &slow);
+    batch_in_hand(port).await;
+    signal(&child.0, "TERM");
+    // The first signal took effect once the HTTP server stops answering.
+    wait_until(TIMEOUT, "the drain under way", || async move {
+        http_get(port, "/health/live").await.is_none()
+    })
+    .await;
+    signal(&child.0, "INT");
+    assert_eq!(
+        wait_exit(&mut child.0, Duration::from_secs(15)),
+        Some(130),
+        "the second signal ended the drain (the drain alone would take over 20 s)"
+    );
+}
+
+#[tokio::test]
+async fn every_emitted_event_is_published_by_the_time_the_consumer_exits() {
+    let _turn = turn().await;
+    let env = Env::new().await;
+    let n = 300;
+    publish_knowledge(&env, n, "emit-degraded").await;
+    let mut child = env.spawn_counting(free_port());
+    wait_for_total(&env, n as i64, Duration::from_secs(120)).await;
+    signal(&child.0, "TERM");
+    assert_eq!(wait_exit(&mut child.0, Duration::from_secs(30)), Some(0));
+    // The consumer has exited: nothing more can arrive, so the count is exact.
+    let emitted = read_all(
+        &env.kafka(),
+        &env.topic(opal_schemas::EventType::DecisionDegraded),
+        n,
+    )
+    .await;
+    let ids: std::collections::BTreeSet<String> = emitted
+        .iter()
+        .filter_map(|m| header(m, "opal-event-id"))
+        .collect();
+    assert_eq!(
+        (emitted.len(), ids.len()),
+        (n, n),
+        "one emitted event per input, each once"
     );
 }

@@ -3,7 +3,6 @@
 
 mod common;
 
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use common::*;
@@ -11,22 +10,6 @@ use opal_consumers::dlq::headers;
 use opal_schemas::codec::encode_with_id;
 use opal_schemas::samples::default_example;
 use opal_schemas::{Event, EventType};
-use rdkafka::producer::{FutureProducer, FutureRecord};
-
-async fn produce_raw(env: &Env, key: &str, value: Option<&[u8]>) {
-    let producer: FutureProducer = env
-        .kafka()
-        .client_config()
-        .expect("config")
-        .create()
-        .expect("producer");
-    let topic = env.topic(EventType::KnowledgeUpserted);
-    let mut record: FutureRecord<'_, str, [u8]> = FutureRecord::to(&topic).key(key);
-    if let Some(v) = value {
-        record = record.payload(v);
-    }
-    producer.send(record, TIMEOUT).await.expect("raw produce");
-}
 
 #[tokio::test]
 async fn poison_pills_go_to_the_dlq_with_headers_and_good_events_around_them_are_processed() {
@@ -86,9 +69,10 @@ async fn poison_pills_go_to_the_dlq_with_headers_and_good_events_around_them_are
     let (cancel, task, _) = start(&env, None).await;
     let mut redis = redis().await;
     wait_for_total(&env, 10, TIMEOUT).await;
-    let dead = read_all(&env.kafka(), &env.dlq(), 7).await;
+    settled(&env).await;
     cancel.cancel();
     task.await.expect("runtime stopped");
+    let dead = read_all(&env.kafka(), &env.dlq(), 7).await;
     let source = read_all(&env.kafka(), &topic, 17).await;
 
     assert_eq!(
@@ -221,9 +205,10 @@ async fn transient_errors_are_retried_and_persistent_ones_dead_lettered_after_n_
     let (cancel, task, _) = start(&env, None).await;
     let mut redis = redis().await;
     wait_for_total(&env, 5, TIMEOUT).await;
-    let dead = read_all(&env.kafka(), &env.dlq(), 1).await;
+    settled(&env).await;
     cancel.cancel();
     task.await.expect("stopped");
+    let dead = read_all(&env.kafka(), &env.dlq(), 1).await;
     assert_eq!(
         counts(&mut redis, &env.count_prefix, &recovering).await,
         vec![1, 1, 1],
@@ -252,60 +237,6 @@ async fn transient_errors_are_retried_and_persistent_ones_dead_lettered_after_n_
         Some("3"),
         "retry_attempts = 3"
     );
-}
-
-/// A private redis-server on its own port and directory, so stopping it harms nobody.
-struct PrivateRedis {
-    child: Child,
-    port: u16,
-    dir: std::path::PathBuf,
-}
-
-impl PrivateRedis {
-    fn start(port: u16, dir: &std::path::Path) -> PrivateRedis {
-        std::fs::create_dir_all(dir).expect("dir");
-        let child = Command::new("redis-server")
-            .args([
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "yes",
-                "--appendfsync",
-                "always",
-            ])
-            .arg("--dir")
-            .arg(dir)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("redis-server (Debian's redis-server package)");
-        PrivateRedis {
-            child,
-            port,
-            dir: dir.to_owned(),
-        }
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
-    }
-
-    fn stop(mut self) -> (u16, std::path::PathBuf) {
-        signal(&self.child, "TERM");
-        let _ = self.child.wait();
-        (self.port, self.dir.clone())
-    }
-}
-
-impl Drop for PrivateRedis {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 #[tokio::test]
@@ -386,35 +317,6 @@ async fn redis_down_for_ten_seconds_pauses_without_dead_letters_or_losses() {
     assert_eq!(dlq, 0, "nothing dead-lettered for a dependency outage");
 }
 
-async fn dlq_records(env: &Env) -> i64 {
-    use rdkafka::consumer::{BaseConsumer, Consumer};
-    let consumer: BaseConsumer = env.kafka().client_config().expect("c").create().expect("c");
-    let dlq = env.dlq();
-    let (_, high) = consumer
-        .fetch_watermarks(&dlq, 0, TIMEOUT)
-        .expect("watermarks");
-    high
-}
-
-fn dlq_cli(env: &Env, args: &[&str]) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_opal-dlq"))
-        .args(args)
-        .args(["--group", &env.group])
-        .env("KAFKA_BROKERS", opal_e2e::brokers())
-        .env("SCHEMA_REGISTRY_URL", opal_e2e::registry_url())
-        .env("OPAL_TOPIC_PREFIX", &env.prefix)
-        .env("RUST_LOG", "error")
-        .output()
-        .expect("run opal-dlq");
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "opal-dlq {args:?}: {stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    stdout
-}
-
 /// An event waiting for another input (a join) parks its partition: it is
 /// tried again after a pause, more times than the retry budget, never
 /// dead-lettered, and the events after it keep their order.
@@ -439,88 +341,6 @@ async fn waiting_events_park_their_partition_without_spending_retries() {
     );
     assert_eq!(get_count(&mut redis, &env.total_key()).await, 5);
     assert_eq!(dlq_records(&env).await, 0, "waiting is never dead-lettered");
-}
-
-#[tokio::test]
-async fn dlq_replay_round_trip_with_the_replay_cap() {
-    let env = Env::new().await;
-    let recovers = publish_knowledge(&env, 1, "fail-transient-4").await;
-    let rejected = publish_knowledge(&env, 1, "reject").await;
-    let (cancel, task, _) = start(&env, None).await;
-    read_all(&env.kafka(), &env.dlq(), 2).await;
-
-    let listed = dlq_cli(&env, &["list"]);
-    assert!(
-        listed.contains("2 dead letter(s)")
-            && listed.contains("opal.Invalid")
-            && listed.contains("opal.TransientExhausted"),
-        "{listed}"
-    );
-    let shown = dlq_cli(&env, &["show"]);
-    assert!(
-        shown.contains(&rejected[0]) && shown.contains("drill: rejected"),
-        "decoded value and reason: {shown}"
-    );
-
-    let dry = dlq_cli(&env, &["replay", "--dry-run", "--max-replays", "1"]);
-    assert!(dry.contains("dry run: 2 replayed, 0 parked"), "{dry}");
-    assert_eq!(
-        read_all(&env.kafka(), &env.dlq(), 2).await.len(),
-        2,
-        "a dry run changes nothing"
-    );
-
-    let first = dlq_cli(&env, &["replay", "--max-replays", "1", "--rate", "50"]);
-    assert!(first.contains("2 replayed, 0 parked"), "{first}");
-    let mut redis = redis().await;
-    wait_until(
-        TIMEOUT,
-        "the recovering event processed after replay",
-        || {
-            let mut r = redis.clone();
-            let key = format!("{}:count:{}", env.count_prefix, recovers[0]);
-            async move { get_count(&mut r, &key).await == 1 }
-        },
-    )
-    .await;
-    let dead = read_all(&env.kafka(), &env.dlq(), 3).await;
-    assert_eq!(dead.len(), 3, "the rejected event came back once");
-    assert_eq!(
-        header(&dead[2], headers::REPLAY_COUNT).as_deref(),
-        Some("1")
-    );
-
-    // Second replay: only the new dead letter is considered, and it hit the cap.
-    let second = dlq_cli(&env, &["replay", "--max-replays", "1"]);
-    assert!(second.contains("0 replayed, 1 parked"), "{second}");
-    let parked = read_all(&env.kafka(), &format!("{}.parked", env.dlq()), 1).await;
-    assert_eq!(
-        header(&parked[0], "opal-event-id").as_deref(),
-        Some(rejected[0].as_str())
-    );
-    assert_eq!(
-        header(&parked[0], headers::EXCEPTION_FQCN).as_deref(),
-        Some("opal.Invalid"),
-        "parked with its reason"
-    );
-    cancel.cancel();
-    task.await.expect("stopped");
-    assert_eq!(
-        get_count(
-            &mut redis,
-            &format!("{}:count:{}", env.count_prefix, recovers[0])
-        )
-        .await,
-        1
-    );
-    assert_eq!(
-        get_count(
-            &mut redis,
-            &format!("{}:count:{}", env.count_prefix, rejected[0])
-        )
-        .await,
-        0
-    );
 }
 
 #[tokio::test]
@@ -573,10 +393,18 @@ async fn reset_offsets_replays_from_a_point_and_refuses_while_the_group_is_activ
     );
 
     // Replaying re-delivers all 20: every one is recognised as a duplicate.
-    let (cancel, task, _) = start(&env, None).await;
-    tokio::time::sleep(Duration::from_secs(5)).await;
+    let (cancel, task, _, metrics) = start_observed(&env, None).await;
+    let duplicates = metrics
+        .consumed
+        .with_label_values(&["counting", &topic, "duplicate"]);
+    wait_until(TIMEOUT, "all 20 redelivered as duplicates", || async {
+        duplicates.get() == 20
+    })
+    .await;
+    settled(&env).await;
     cancel.cancel();
     task.await.expect("stopped");
+    assert_eq!(duplicates.get(), 20, "each came again exactly once");
     assert_eq!(
         counts(&mut redis, &env.count_prefix, &first).await,
         vec![1; 20],

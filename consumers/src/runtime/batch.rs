@@ -325,7 +325,10 @@ impl<H: Handler> Runtime<H> {
                 }
             }
         }
-        // A parked event and everything after it in its partition stay unsettled.
+        // A parked event and everything after it in its partition stay
+        // unsettled, whatever they came to meanwhile (a record that failed to
+        // decode, a duplicate): the partition is rewound to the parked event,
+        // so they come again, and no offset may pass it.
         for i in parked {
             let (topic, partition, offset) = {
                 let m = &items[i].message;
@@ -333,11 +336,7 @@ impl<H: Handler> Runtime<H> {
             };
             for item in items.iter_mut() {
                 let m = &item.message;
-                if item.outcome.is_none()
-                    && m.topic() == topic
-                    && m.partition() == partition
-                    && m.offset() >= offset
-                {
+                if m.topic() == topic && m.partition() == partition && m.offset() >= offset {
                     item.outcome = Some(Outcome::Parked);
                 }
             }

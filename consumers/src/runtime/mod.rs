@@ -131,6 +131,7 @@ impl<H: Handler> Runtime<H> {
             .context("cannot connect to Redis at REDIS_URL")?;
         let idempotency = Idempotency::new(
             connection.clone(),
+            &args.topic_prefix,
             &group,
             Duration::from_secs(args.idempotency_ttl_secs),
             Duration::from_millis(args.lease_ms),

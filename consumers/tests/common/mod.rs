@@ -33,11 +33,17 @@ pub struct Env {
 }
 
 impl Env {
-    /// A fresh prefix with topics and schemas provisioned, and a DLQ for a fresh group.
+    /// A fresh prefix with topics and schemas provisioned, and a DLQ for a
+    /// fresh group, on the stack under test.
     pub async fn new() -> Env {
+        Env::on(&brokers(), &registry_url()).await
+    }
+
+    /// As [`Env::new`], on the given broker and registry (a test's own).
+    pub async fn on(brokers: &str, registry_url: &str) -> Env {
         let prefix = format!("{}.", unique("c"));
         let group = unique("opal-test-group");
-        let mut config = PublisherConfig::local(&brokers(), &registry_url());
+        let mut config = PublisherConfig::local(brokers, registry_url);
         config.topic_prefix = prefix.clone();
         let plan = Catalog::bundled()
             .expect("catalog")
@@ -50,7 +56,7 @@ impl Env {
         .expect("target");
         target.init(&plan, false).await.expect("kafka-init");
         create_dlq(&config.kafka, &prefix, &group).await;
-        let mut args = RuntimeArgs::local(&brokers(), &registry_url(), &redis_url());
+        let mut args = RuntimeArgs::local(brokers, registry_url, &redis_url());
         args.topic_prefix = prefix.clone();
         args.group = Some(group.clone());
         args.retry_base_ms = 10;
@@ -100,19 +106,24 @@ impl Env {
         self.spawn_counting_with(http_port, &[])
     }
 
-    /// As `spawn_counting`, with extra environment variables.
+    /// As `spawn_counting`, with extra environment variables (they win over
+    /// the test defaults below).
     pub fn spawn_counting_with(&self, http_port: u16, extra_env: &[(&str, &str)]) -> Process {
+        self.spawn_counting_for("knowledge.upserted", http_port, extra_env)
+    }
+
+    /// As `spawn_counting_with`, consuming `inputs` (comma-separated event types).
+    pub fn spawn_counting_for(
+        &self,
+        inputs: &str,
+        http_port: u16,
+        extra_env: &[(&str, &str)],
+    ) -> Process {
         Process(
             Command::new(env!("CARGO_BIN_EXE_opal-counting-consumer"))
-                .envs(extra_env.iter().copied())
-                .args([
-                    "--inputs",
-                    "knowledge.upserted",
-                    "--count-prefix",
-                    &self.count_prefix,
-                ])
-                .env("KAFKA_BROKERS", brokers())
-                .env("SCHEMA_REGISTRY_URL", registry_url())
+                .args(["--inputs", inputs, "--count-prefix", &self.count_prefix])
+                .env("KAFKA_BROKERS", &self.args.kafka.brokers)
+                .env("SCHEMA_REGISTRY_URL", &self.args.registry.url)
                 .env("REDIS_URL", &self.args.redis.url)
                 .env("OPAL_TOPIC_PREFIX", &self.prefix)
                 .env("OPAL_CONSUMER_GROUP", &self.group)
@@ -124,6 +135,7 @@ impl Env {
                     std::env::var("OPAL_TEST_CONSUMER_LOG").unwrap_or_else(|_| "warn".into()),
                 )
                 .env("RUST_BACKTRACE", "0")
+                .envs(extra_env.iter().copied())
                 .stdout(Stdio::null())
                 .stderr(Stdio::inherit())
                 .spawn()
@@ -198,6 +210,161 @@ pub async fn start(
     (cancel, task, health)
 }
 
+/// A private redis-server on its own port and directory, so stopping it harms nobody.
+pub struct PrivateRedis {
+    child: Child,
+    port: u16,
+    dir: std::path::PathBuf,
+}
+
+impl PrivateRedis {
+    pub fn start(port: u16, dir: &std::path::Path) -> PrivateRedis {
+        std::fs::create_dir_all(dir).expect("dir");
+        let child = Command::new("redis-server")
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "always",
+            ])
+            .arg("--dir")
+            .arg(dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server (Debian's redis-server package)");
+        PrivateRedis {
+            child,
+            port,
+            dir: dir.to_owned(),
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    pub fn stop(mut self) -> (u16, std::path::PathBuf) {
+        signal(&self.child, "TERM");
+        let _ = self.child.wait();
+        (self.port, self.dir.clone())
+    }
+}
+
+impl Drop for PrivateRedis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A private opal-registry on its own port and directory, so stopping it
+/// harms nobody; `start` again on the same directory keeps what it held.
+pub struct PrivateRegistry {
+    child: Option<Child>,
+    port: u16,
+    dir: std::path::PathBuf,
+}
+
+impl PrivateRegistry {
+    pub fn start(port: u16, dir: &std::path::Path) -> PrivateRegistry {
+        let mut registry = PrivateRegistry {
+            child: None,
+            port,
+            dir: dir.to_owned(),
+        };
+        registry.run();
+        registry
+    }
+
+    fn run(&mut self) {
+        let child = Command::new(opal_e2e::workspace_bin("opal-registry"))
+            .arg("--listen")
+            .arg(format!("127.0.0.1:{}", self.port))
+            .arg("--data-dir")
+            .arg(&self.dir)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("opal-registry");
+        self.child = Some(child);
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Waits until it answers.
+    pub async fn answering(&self) {
+        let url = format!("{}/subjects", self.url());
+        wait_until(TIMEOUT, "the private registry", || {
+            let url = url.clone();
+            async move {
+                reqwest::get(&url)
+                    .await
+                    .is_ok_and(|r| r.status().is_success())
+            }
+        })
+        .await;
+    }
+
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            signal(&child, "TERM");
+            let _ = child.wait();
+        }
+    }
+
+    pub fn restart(&mut self) {
+        self.stop();
+        self.run();
+    }
+}
+
+impl Drop for PrivateRegistry {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Produces `value` under `key` to `env`'s knowledge topic, bypassing the publisher.
+pub async fn produce_raw(env: &Env, key: &str, value: Option<&[u8]>) {
+    produce_raw_to(env, opal_schemas::EventType::KnowledgeUpserted, key, value).await;
+}
+
+/// Produces `value` under `key` to `env`'s topic of `event_type`, bypassing the publisher.
+pub async fn produce_raw_to(
+    env: &Env,
+    event_type: opal_schemas::EventType,
+    key: &str,
+    value: Option<&[u8]>,
+) {
+    let producer: rdkafka::producer::FutureProducer = env
+        .kafka()
+        .client_config()
+        .expect("config")
+        .create()
+        .expect("producer");
+    let topic = env.topic(event_type);
+    let mut record: rdkafka::producer::FutureRecord<'_, str, [u8]> =
+        rdkafka::producer::FutureRecord::to(&topic).key(key);
+    if let Some(v) = value {
+        record = record.payload(v);
+    }
+    producer.send(record, TIMEOUT).await.expect("raw produce");
+}
+
 /// A child process that cannot outlive a failed test.
 pub struct Process(pub Child);
 
@@ -206,6 +373,27 @@ impl Drop for Process {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
+}
+
+/// Publishes `n` examples of `event_type` with fresh envelopes, returning their ids.
+pub async fn publish_events(
+    env: &Env,
+    event_type: opal_schemas::EventType,
+    n: usize,
+) -> Vec<String> {
+    let events: Vec<_> = (0..n)
+        .map(|_| {
+            let mut e = opal_schemas::samples::default_example(event_type);
+            *e.envelope_mut() = env.publisher.new_envelope(None);
+            e
+        })
+        .collect();
+    env.publisher
+        .publish_batch(events)
+        .await
+        .into_iter()
+        .map(|d| d.expect("published").event_id)
+        .collect()
 }
 
 /// Publishes `n` knowledge events whose `kind` is `kind`, returning their ids.
@@ -299,31 +487,91 @@ pub async fn wait_for_total(env: &Env, at_least: i64, within: Duration) {
     .await;
 }
 
-/// Every record of `topic` from the beginning (waits for at least `at_least`).
+/// Every record of `topic` from the beginning up to its end as it stands once
+/// at least `at_least` have arrived (each partition read to its high
+/// watermark, not "until quiet"), so a count over it is exact for what the
+/// topic holds; waits up to `TIMEOUT` for the first `at_least`.
 pub async fn read_all(kafka: &KafkaArgs, topic: &str, at_least: usize) -> Vec<OwnedMessage> {
+    use rdkafka::{Offset, TopicPartitionList};
     let consumer: StreamConsumer = kafka
         .client_config()
         .expect("config")
         .set("group.id", unique("reader"))
-        .set("auto.offset.reset", "earliest")
         .set("enable.auto.commit", "false")
         .create()
         .expect("reader");
-    consumer.subscribe(&[topic]).expect("subscribe");
-    let mut out = Vec::new();
+    let metadata = consumer
+        .fetch_metadata(Some(topic), TIMEOUT)
+        .expect("metadata");
+    let partitions: Vec<i32> = metadata
+        .topics()
+        .iter()
+        .flat_map(|t| t.partitions())
+        .map(|p| p.id())
+        .collect();
+    assert!(!partitions.is_empty(), "{topic} has no partitions");
+    let mut assignment = TopicPartitionList::new();
+    for p in &partitions {
+        assignment
+            .add_partition_offset(topic, *p, Offset::Beginning)
+            .expect("assign");
+    }
+    consumer.assign(&assignment).expect("assign");
+    let mut out: Vec<OwnedMessage> = Vec::new();
+    let mut next: std::collections::BTreeMap<i32, i64> = std::collections::BTreeMap::new();
+    let mut ends: Option<std::collections::BTreeMap<i32, i64>> = None;
     loop {
-        let wait = if out.len() >= at_least {
-            Duration::from_secs(2)
-        } else {
-            TIMEOUT
-        };
-        match tokio::time::timeout(wait, consumer.recv()).await {
-            Ok(Ok(m)) => out.push(m.detach()),
+        if out.len() >= at_least && ends.is_none() {
+            ends = Some(
+                partitions
+                    .iter()
+                    .map(|p| {
+                        let (_, high) = consumer
+                            .fetch_watermarks(topic, *p, TIMEOUT)
+                            .expect("watermarks");
+                        (*p, high)
+                    })
+                    .collect(),
+            );
+        }
+        if let Some(ends) = &ends
+            && ends
+                .iter()
+                .all(|(p, high)| next.get(p).copied().unwrap_or(0) >= *high)
+        {
+            return out;
+        }
+        match tokio::time::timeout(TIMEOUT, consumer.recv()).await {
+            Ok(Ok(m)) => {
+                next.insert(m.partition(), m.offset() + 1);
+                out.push(m.detach());
+            }
             Ok(Err(e)) => panic!("reading {topic}: {e}"),
-            Err(_) if out.len() >= at_least => return out,
             Err(_) => panic!("only {} of {at_least} records in {topic}", out.len()),
         }
     }
+}
+
+/// Waits until `env`'s group has committed every record of its knowledge
+/// topic: everything it will dead-letter has been written by then.
+pub async fn settled(env: &Env) {
+    let topics = [env.topic(opal_schemas::EventType::KnowledgeUpserted)];
+    wait_until(TIMEOUT, "the group's lag at 0", || {
+        let (kafka, group, topics) = (env.kafka(), env.group.clone(), topics.clone());
+        async move { group_lag(&kafka, &group, &topics) == 0 }
+    })
+    .await;
+}
+
+/// How many records `env`'s dead-letter topic holds (its one partition's high watermark).
+pub async fn dlq_records(env: &Env) -> i64 {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let consumer: BaseConsumer = env.kafka().client_config().expect("c").create().expect("c");
+    let dlq = env.dlq();
+    let (_, high) = consumer
+        .fetch_watermarks(&dlq, 0, TIMEOUT)
+        .expect("watermarks");
+    high
 }
 
 /// How many records of `topics` `group` has not committed yet (0 = caught up).

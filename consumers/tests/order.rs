@@ -1,0 +1,120 @@
+//! A partition's events are applied in the order they were produced, whatever
+//! happens on the way: poison pills dead-lettered between them, an event
+//! retried after transient failures, an event that parks its partition while
+//! it waits, and an event whose lease another instance still holds. The
+//! counting consumer appends each applied event's sequence number to a list
+//! per key (atomically with its done-mark), and the lists must equal the
+//! produced order.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use common::*;
+use opal_schemas::{Event, EventType};
+
+const KEYS: [&str; 4] = ["order-a", "order-b", "order-c", "order-d"];
+const PER_KEY: usize = 25;
+
+/// The drill each (key, sequence) gets; the rest are plain.
+fn kind(key: &str, seq: usize) -> &'static str {
+    match (key, seq) {
+        ("order-a", 5) => "fail-transient-2",
+        ("order-b", 7) => "wait-3",
+        ("order-c", 3) => "reject",
+        _ => "policy",
+    }
+}
+
+fn event(env: &Env, key: &str, seq: usize) -> Event {
+    let mut e = opal_schemas::samples::default_example(EventType::KnowledgeUpserted);
+    *e.envelope_mut() = env.publisher.new_envelope(None);
+    if let Event::KnowledgeUpserted(k) = &mut e {
+        k.knowledge_id = key.to_owned();
+        k.content_hash = format!("{seq:03}");
+        k.kind = kind(key, seq).to_owned();
+    }
+    e
+}
+
+async fn publish_in_order(env: &Env, events: &[(usize, Event)]) {
+    let events: Vec<Event> = events.iter().map(|(_, e)| e.clone()).collect();
+    for delivery in env.publisher.publish_batch(events).await {
+        delivery.expect("published");
+    }
+}
+
+#[tokio::test]
+async fn each_keys_events_apply_in_produced_order_through_pills_retries_parking_and_a_held_lease() {
+    let env = Env::new().await;
+    let mut redis = redis().await;
+    let all: Vec<(usize, Event)> = (0..PER_KEY)
+        .flat_map(|seq| KEYS.iter().map(move |key| (seq, *key)))
+        .map(|(seq, key)| (seq, event(&env, key, seq)))
+        .collect();
+    // Another instance (a crashed one, say) holds the lease of order-d's 10th
+    // event for 3 s: the rest of its partition must wait for it.
+    let held = all
+        .iter()
+        .find(|(seq, e)| *seq == 10 && e.key() == "order-d")
+        .map(|(_, e)| e.envelope().event_id.clone())
+        .expect("held event");
+    redis::cmd("SET")
+        .arg(format!(
+            "{}opal:idempotency:{}:{held}",
+            env.prefix, env.group
+        ))
+        .arg("lease:another-instance")
+        .arg("PX")
+        .arg(3000)
+        .query_async::<()>(&mut redis)
+        .await
+        .expect("hold the lease");
+
+    // In order per key, with poison pills on the same keys between the two halves.
+    let (first, second) = all.split_at(all.len() / 2);
+    publish_in_order(&env, first).await;
+    for key in KEYS {
+        produce_raw(&env, key, Some(b"not an opal event")).await;
+    }
+    publish_in_order(&env, second).await;
+
+    let (cancel, task, _) = start(&env, None).await;
+    let applied = (KEYS.len() * PER_KEY - 1) as i64; // all but the rejected one
+    wait_for_total(&env, applied, Duration::from_secs(120)).await;
+    settled(&env).await;
+    cancel.cancel();
+    task.await.expect("stopped");
+
+    let mut got = BTreeMap::new();
+    let mut expected = BTreeMap::new();
+    for key in KEYS {
+        let order: Vec<String> = redis::cmd("LRANGE")
+            .arg(format!("{}:order:{key}", env.count_prefix))
+            .arg(0)
+            .arg(-1)
+            .query_async(&mut redis)
+            .await
+            .expect("LRANGE");
+        got.insert(key, order);
+        expected.insert(
+            key,
+            (0..PER_KEY)
+                .filter(|seq| kind(key, *seq) != "reject")
+                .map(|seq| format!("{seq:03}"))
+                .collect::<Vec<_>>(),
+        );
+    }
+    assert_eq!(
+        got, expected,
+        "each key's events applied once each, in produced order"
+    );
+    assert_eq!(get_count(&mut redis, &env.total_key()).await, applied);
+    let dead = read_all(&env.kafka(), &env.dlq(), KEYS.len() + 1).await;
+    assert_eq!(
+        dead.len(),
+        KEYS.len() + 1,
+        "the four pills and the rejection"
+    );
+}
