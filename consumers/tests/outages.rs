@@ -79,15 +79,8 @@ async fn redis_down_answers_503_naming_it_and_200_once_it_is_back() {
     let dir = std::env::temp_dir().join(opal_e2e::unique("opal-redis"));
     let port = free_port();
     let redis_server = PrivateRedis::start(port, &dir);
+    redis_server.answering().await;
     let url = redis_server.url();
-    wait_until(TIMEOUT, "private redis", || async {
-        redis::Client::open(url.as_str())
-            .expect("url")
-            .get_multiplexed_async_connection()
-            .await
-            .is_ok()
-    })
-    .await;
     let mut ids = publish_knowledge(&env, 100, "policy").await;
     let http = free_port();
     let _consumer = env.spawn_counting_with(http, &[("REDIS_URL", url.as_str())]);

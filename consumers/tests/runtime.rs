@@ -244,18 +244,8 @@ async fn redis_down_for_ten_seconds_pauses_without_dead_letters_or_losses() {
     let env = Env::new().await;
     let dir = std::env::temp_dir().join(opal_e2e::unique("opal-redis"));
     let redis_server = PrivateRedis::start(free_port(), &dir);
+    redis_server.answering().await;
     let url = redis_server.url();
-    wait_until(TIMEOUT, "private redis", || {
-        let url = url.clone();
-        async move {
-            redis::Client::open(url.as_str())
-                .expect("url")
-                .get_multiplexed_async_connection()
-                .await
-                .is_ok()
-        }
-    })
-    .await;
     let mut ids = publish_knowledge(&env, 200, "policy").await;
     let (cancel, task, health) = start(&env, Some(&url)).await;
     let total_key = env.total_key();

@@ -181,7 +181,9 @@ fn first_difference(sent: &Event, got: &Event) -> String {
     "read back a different event".to_owned()
 }
 
-async fn read_at(
+/// The record at `delivery`'s topic, partition and offset, read with
+/// `reader` (which it assigns there): what was really written.
+pub async fn read_at(
     reader: &StreamConsumer,
     delivery: &Delivery,
     timeout: Duration,

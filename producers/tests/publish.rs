@@ -18,7 +18,6 @@ use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer, StreamConsumer};
 use rdkafka::error::RDKafkaErrorCode;
 use rdkafka::message::{Headers, Message, OwnedMessage};
-use rdkafka::{Offset, TopicPartitionList};
 
 const TIMEOUT: Duration = Duration::from_secs(20);
 
@@ -108,20 +107,9 @@ async fn read_back(publisher: &Publisher, delivery: &Delivery) -> (OwnedMessage,
         .set("enable.auto.commit", "false")
         .create()
         .expect("consumer");
-    let mut assignment = TopicPartitionList::new();
-    assignment
-        .add_partition_offset(
-            &delivery.topic,
-            delivery.partition,
-            Offset::Offset(delivery.offset),
-        )
-        .expect("assignment");
-    reader.assign(&assignment).expect("assign");
-    let message = tokio::time::timeout(TIMEOUT, reader.recv())
+    let message = opal_producers::suite::read_at(&reader, delivery, TIMEOUT)
         .await
-        .unwrap_or_else(|_| panic!("nothing read back at {delivery:?}"))
-        .expect("consume")
-        .detach();
+        .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(
         (message.topic(), message.partition(), message.offset()),
         (delivery.topic.as_str(), delivery.partition, delivery.offset)

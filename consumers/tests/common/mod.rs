@@ -250,6 +250,19 @@ impl PrivateRedis {
         format!("redis://127.0.0.1:{}", self.port)
     }
 
+    /// Waits until it answers.
+    pub async fn answering(&self) {
+        let url = self.url();
+        wait_until(TIMEOUT, "the private redis", || async {
+            redis::Client::open(url.as_str())
+                .expect("url")
+                .get_multiplexed_async_connection()
+                .await
+                .is_ok()
+        })
+        .await;
+    }
+
     pub fn stop(mut self) -> (u16, std::path::PathBuf) {
         signal(&self.child, "TERM");
         let _ = self.child.wait();
