@@ -401,8 +401,7 @@ impl<H: Handler> Runtime<H> {
         error: &ProcessingError,
         round: &mut Round,
     ) {
-        if class == FailureClass::Transient && item.retries + 1 < self.args.retry_attempts {
-            item.retries += 1;
+        if class == FailureClass::Transient && self.spend_retry(&mut item.retries) {
             round.retry = true;
         } else {
             let attempts = item.retries + 1;

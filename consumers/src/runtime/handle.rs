@@ -135,8 +135,7 @@ impl<H: Handler> Runtime<H> {
                 Err(e) => ProcessingError::Handler(e),
             };
             match classify(&error) {
-                FailureClass::Transient if *spent + 1 < self.args.retry_attempts => {
-                    *spent += 1;
+                FailureClass::Transient if self.spend_retry(spent) => {
                     warn!(attempt = *spent, error = %error, "transient failure; retrying");
                     tokio::time::sleep(self.args.backoff(*spent)).await;
                 }
@@ -147,6 +146,17 @@ impl<H: Handler> Runtime<H> {
         }
     }
 
+    /// The one retry-budget rule, for handler failures and state failures
+    /// alike: a transient failure may be retried while the event has
+    /// attempts left (`retry_attempts` in all); spends one if so.
+    pub(super) fn spend_retry(&self, spent: &mut u32) -> bool {
+        let left = *spent + 1 < self.args.retry_attempts;
+        if left {
+            *spent += 1;
+        }
+        left
+    }
+
     /// What follows when applying an event's effects failed: wait for a
     /// dependency that is down, retry a transient failure while the event has
     /// retries left (`spent` counts its retries; attempts = retries + 1),
@@ -154,10 +164,7 @@ impl<H: Handler> Runtime<H> {
     pub(super) fn apply_failed(&self, error: ProcessingError, spent: &mut u32) -> Handled {
         match classify(&error) {
             FailureClass::DependencyDown(_) => Handled::Down(error),
-            FailureClass::Transient if *spent + 1 < self.args.retry_attempts => {
-                *spent += 1;
-                Handled::Retry(error)
-            }
+            FailureClass::Transient if self.spend_retry(spent) => Handled::Retry(error),
             class => Handled::Dead(class, error.to_string(), *spent + 1),
         }
     }
