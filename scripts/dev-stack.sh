@@ -371,9 +371,11 @@ start_redis() {
         answers redis && return 0
     fi
     require_free_ports redis "redis=$REDIS_PORT"
-    # A private server; append-only so consumer state survives its restart.
+    # A private server. Exactly-once rests on the done-marks surviving a crash:
+    # append-only with an fsync per write (`everysec` would lose up to a second
+    # of marks on kill -9 or power loss, and those events would apply twice).
     launch redis "$STATE_DIR/redis" redis-server --bind "$HOST" --port "$REDIS_PORT" \
-        --dir "$STATE_DIR/redis" --appendonly yes --save "" --daemonize no
+        --dir "$STATE_DIR/redis" --appendonly yes --appendfsync always --save "" --daemonize no
 }
 
 # Starts SERVICE unless something already answers at its address.
