@@ -12,6 +12,7 @@ use axum::routing::get;
 use serde_json::json;
 
 use crate::dependency::Dependency;
+use crate::durability::RedisPersistence;
 use crate::metrics::ConsumerMetrics;
 
 /// What readiness reports; shared by the runtime and its health checks.
@@ -30,6 +31,9 @@ pub struct Health {
     pub lag: AtomicI64,
     /// When an event was last processed.
     last_event: std::sync::Mutex<Option<Instant>>,
+    /// Redis's persistence as last observed: named in readiness so an
+    /// operator sees when exactly-once would not survive a Redis crash.
+    redis_persistence: std::sync::Mutex<Option<RedisPersistence>>,
 }
 
 impl Health {
@@ -54,6 +58,17 @@ impl Health {
         *self.last_event.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
     }
 
+    /// Records what Redis said of its persistence; true when that changed.
+    pub fn observed_redis_persistence(&self, observed: RedisPersistence) -> bool {
+        let mut slot = self
+            .redis_persistence
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let changed = slot.as_ref() != Some(&observed);
+        *slot = Some(observed);
+        changed
+    }
+
     pub fn ready(&self) -> bool {
         Dependency::ALL
             .iter()
@@ -74,6 +89,12 @@ impl Health {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .map(|t| t.elapsed().as_secs_f64());
+        let persistence = self
+            .redis_persistence
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .map(RedisPersistence::report);
         json!({
             "ready": self.ready(),
             "checks": checks,
@@ -81,6 +102,9 @@ impl Health {
             "paused_partitions": self.paused_partitions.load(Ordering::Relaxed),
             "lag": self.lag.load(Ordering::Relaxed),
             "seconds_since_last_event": since,
+            // Reported, not required for readiness: a managed Redis may
+            // refuse CONFIG, and the consumer still works (less durably).
+            "redis_persistence": persistence,
         })
     }
 }

@@ -5,7 +5,8 @@
 //! - [`runtime`]: Kafka in, effects out exactly once, retries, DLQ, pauses.
 //! - [`classify`]: the one function that decides what a failure means;
 //!   [`dependency`]: the services a consumer waits for when they are down.
-//! - [`idempotency`]: Redis leases and atomic apply-and-mark.
+//! - [`idempotency`]: Redis leases and atomic apply-and-mark;
+//!   [`durability`]: whether Redis keeps them through a crash.
 //! - [`dlq`]: dead-letter topics and their headers.
 //! - [`health`], [`metrics`], [`telemetry`]: `/health/*`, `/metrics`, and
 //!   the runtime's log-and-count events.
@@ -19,6 +20,7 @@ pub mod counting;
 pub mod dependency;
 pub mod dlq;
 pub mod dlq_tool;
+pub mod durability;
 pub mod handler;
 pub mod health;
 pub mod idempotency;

@@ -6,6 +6,7 @@ use tracing::{debug, error, info, warn};
 
 use crate::classify::FailureClass;
 use crate::dependency::Dependency;
+use crate::durability::{REQUIRED, RedisPersistence};
 use crate::metrics::ConsumerMetrics;
 
 /// A record was written to the dead-letter topic (the broker acknowledged it).
@@ -152,5 +153,33 @@ impl CommitFailed<'_> {
             .commit_failures
             .with_label_values(&[self.during])
             .inc();
+    }
+}
+
+/// Redis's persistence was observed (at start-up, and whenever it changes):
+/// a warning when done-marks would not survive a Redis crash.
+pub struct RedisPersistenceObserved<'a> {
+    pub persistence: &'a RedisPersistence,
+}
+
+impl RedisPersistenceObserved<'_> {
+    pub fn emit(&self) {
+        let observed = self.persistence.report()["observed"].to_string();
+        match self.persistence.durable() {
+            Some(true) => info!(
+                observed,
+                "redis persistence keeps done-marks through a crash"
+            ),
+            Some(false) => warn!(
+                observed,
+                required = REQUIRED,
+                "redis persistence can lose done-marks in a crash: events would be applied twice"
+            ),
+            None => warn!(
+                observed,
+                required = REQUIRED,
+                "redis persistence unknown; exactly-once through a Redis crash needs the required setting"
+            ),
+        }
     }
 }

@@ -10,9 +10,11 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::RuntimeArgs;
 use crate::dependency::Dependency;
+use crate::durability::RedisPersistence;
 use crate::handler::StateReader;
 use crate::health::Health;
 use crate::metrics::ConsumerMetrics;
+use crate::telemetry::RedisPersistenceObserved;
 
 /// Every two seconds: is each dependency answering? Feeds readiness and
 /// `opal_dependency_up`, independently of traffic. Kafka is asked for one
@@ -47,6 +49,15 @@ pub(super) async fn health_checks(
         .await
         .map(|r| r.is_ok())
         .unwrap_or(false);
+        if redis_ok {
+            let persistence = RedisPersistence::observe(&mut connection).await;
+            if health.observed_redis_persistence(persistence.clone()) {
+                RedisPersistenceObserved {
+                    persistence: &persistence,
+                }
+                .emit();
+            }
+        }
         let registry_ok = codec.registry().ping().await.is_ok();
         let kafka_ok = match &probe {
             Some(probe) => {
