@@ -14,4 +14,4 @@ pub use api::{BasicAuth, router, serve, spawn};
 pub use compat::{CompatibilityLevel, check as check_compatibility};
 pub use config::Config;
 pub use error::{RegistryError, Result};
-pub use store::Store;
+pub use store::{ParsedSchema, Store};

@@ -104,11 +104,73 @@ pub fn reader_schema(event_type: EventType) -> &'static Schema {
     &readers[&event_type]
 }
 
-struct Writer {
+/// A writer schema as the decoder uses it: parsed, tied to one of our event
+/// types, and whether it needs resolving against our reader schema. Building
+/// and decoding need no registry (the codec fetches the text; tests and fuzzing
+/// pass it directly).
+#[derive(Debug)]
+pub struct WriterSchema {
+    schema_id: u32,
     schema: Schema,
     event_type: EventType,
     /// False when the writer schema is our reader schema: no resolution step.
     resolve: bool,
+}
+
+impl WriterSchema {
+    /// Parses the schema text registered under `schema_id`.
+    pub fn parse(schema_id: u32, text: &str) -> Result<Self> {
+        let schema = Schema::parse_str(text).map_err(|e| CodecError::CorruptAvro {
+            schema_id,
+            reason: format!("writer schema does not parse: {e}"),
+        })?;
+        let name = match &schema {
+            Schema::Record(record) => record.name.fullname(None),
+            other => format!("{other:?}").chars().take(40).collect(),
+        };
+        let event_type =
+            EventType::from_full_name(&name).ok_or_else(|| CodecError::ForeignSchema {
+                schema_id,
+                name: name.clone(),
+            })?;
+        let reader = reader_schema(event_type);
+        Ok(WriterSchema {
+            schema_id,
+            // Equal parsing canonical forms read the same bytes the same way.
+            resolve: schema.canonical_form() != reader.canonical_form(),
+            schema,
+            event_type,
+        })
+    }
+
+    pub fn event_type(&self) -> EventType {
+        self.event_type
+    }
+
+    /// Decodes an Avro body (the bytes after the wire-format header) written
+    /// with this schema into our typed event.
+    pub fn decode(&self, body: &[u8]) -> Result<Decoded> {
+        let schema_id = self.schema_id;
+        let corrupt = |reason: String| CodecError::CorruptAvro { schema_id, reason };
+        let reader = reader_schema(self.event_type);
+        let mut cursor = body;
+        // Generic read then serde from the Value: the typed events flatten their
+        // envelope, which apache-avro's schema-aware deserializer cannot read.
+        let value = GenericDatumReader::builder(&self.schema)
+            .maybe_reader_schema(self.resolve.then_some(reader))
+            .build()
+            .and_then(|datum| datum.read_value(&mut cursor))
+            .map_err(|e| corrupt(e.to_string()))?;
+        if !cursor.is_empty() {
+            return Err(corrupt(format!(
+                "{} byte(s) left over after the record",
+                cursor.len()
+            )));
+        }
+        let event =
+            Event::from_avro(self.event_type, &value).map_err(|e| corrupt(e.to_string()))?;
+        Ok(Decoded { event, schema_id })
+    }
 }
 
 /// A decoded event with the id of the schema it was written with.
@@ -123,7 +185,7 @@ pub struct Codec {
     registry: RegistryClient,
     /// One cell per schema id: concurrent first decodes wait for one fetch
     /// instead of each asking the registry. A failed fetch leaves the cell empty.
-    writers: RwLock<HashMap<u32, Arc<OnceCell<Arc<Writer>>>>>,
+    writers: RwLock<HashMap<u32, Arc<OnceCell<Arc<WriterSchema>>>>>,
     /// Our schema's id per subject, for encoding; same single-flight cells.
     ids: RwLock<HashMap<String, Arc<OnceCell<u32>>>>,
     auto_register: bool,
@@ -181,29 +243,10 @@ impl Codec {
     /// Decodes wire-format bytes into a typed event.
     pub async fn decode(&self, bytes: &[u8]) -> Result<Decoded> {
         let (schema_id, body) = split_wire_format(bytes)?;
-        let writer = self.writer(schema_id).await?;
-        let corrupt = |reason: String| CodecError::CorruptAvro { schema_id, reason };
-        let reader = reader_schema(writer.event_type);
-        let mut cursor = body;
-        // Generic read then serde from the Value: the typed events flatten their
-        // envelope, which apache-avro's schema-aware deserializer cannot read.
-        let value = GenericDatumReader::builder(&writer.schema)
-            .maybe_reader_schema(writer.resolve.then_some(reader))
-            .build()
-            .and_then(|datum| datum.read_value(&mut cursor))
-            .map_err(|e| corrupt(e.to_string()))?;
-        if !cursor.is_empty() {
-            return Err(corrupt(format!(
-                "{} byte(s) left over after the record",
-                cursor.len()
-            )));
-        }
-        let event =
-            Event::from_avro(writer.event_type, &value).map_err(|e| corrupt(e.to_string()))?;
-        Ok(Decoded { event, schema_id })
+        self.writer(schema_id).await?.decode(body)
     }
 
-    async fn writer(&self, schema_id: u32) -> Result<Arc<Writer>> {
+    async fn writer(&self, schema_id: u32) -> Result<Arc<WriterSchema>> {
         let cell = cell(&self.writers, &schema_id);
         if let Some(writer) = cell.get() {
             return Ok(writer.clone());
@@ -213,7 +256,7 @@ impl Codec {
             .cloned()
     }
 
-    async fn fetch_writer(&self, schema_id: u32) -> Result<Arc<Writer>> {
+    async fn fetch_writer(&self, schema_id: u32) -> Result<Arc<WriterSchema>> {
         let text = match self.registry.schema_by_id(schema_id).await {
             Ok(text) => text,
             Err(e) if matches!(e.code(), Some(40403)) => {
@@ -221,26 +264,7 @@ impl Codec {
             }
             Err(e) => return Err(e.into()),
         };
-        let schema = Schema::parse_str(&text).map_err(|e| CodecError::CorruptAvro {
-            schema_id,
-            reason: format!("writer schema does not parse: {e}"),
-        })?;
-        let name = match &schema {
-            Schema::Record(record) => record.name.fullname(None),
-            other => format!("{other:?}").chars().take(40).collect(),
-        };
-        let event_type =
-            EventType::from_full_name(&name).ok_or_else(|| CodecError::ForeignSchema {
-                schema_id,
-                name: name.clone(),
-            })?;
-        let reader = reader_schema(event_type);
-        Ok(Arc::new(Writer {
-            // Equal parsing canonical forms read the same bytes the same way.
-            resolve: schema.canonical_form() != reader.canonical_form(),
-            schema,
-            event_type,
-        }))
+        WriterSchema::parse(schema_id, &text).map(Arc::new)
     }
 }
 
