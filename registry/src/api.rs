@@ -8,7 +8,7 @@ use axum::extract::{FromRequest, FromRequestParts, Path, Query, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header, request::Parts};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{MethodRouter, get, post};
 use axum::{Json, Router};
 use base64::Engine as _;
 use serde::Deserialize;
@@ -20,6 +20,7 @@ use tokio::task::JoinHandle;
 use crate::compat::CompatibilityLevel;
 use crate::config::{Config, LogFormat};
 use crate::error::{RegistryError, Result};
+use crate::openapi;
 use crate::store::{ParsedSchema, Store, VersionSelector};
 
 const V1_JSON: &str = "application/vnd.schemaregistry.v1+json";
@@ -53,62 +54,84 @@ impl std::fmt::Debug for BasicAuth {
     }
 }
 
-type Shared = Arc<Store>;
+pub(crate) type Shared = Arc<Store>;
 
-/// The registry's routes over `store`.
+/// The registry's routes over `store`, and its OpenAPI document at `/openapi.json`.
 pub fn router(store: Arc<Store>, auth: Option<BasicAuth>, max_body_bytes: usize) -> Router {
-    Router::new()
-        .route("/", get(|| async { Json(json!({})) }))
-        .route("/schemas/types", get(|| async { Json(json!(["AVRO"])) }))
-        .route("/schemas/ids/{id}", get(schema_by_id))
-        .route("/schemas/ids/{id}/schema", get(raw_schema_by_id))
-        .route("/schemas/ids/{id}/versions", get(id_versions))
-        .route("/subjects", get(list_subjects))
-        .route("/subjects/{subject}", post(lookup).delete(delete_subject))
-        .route(
+    let document = openapi::document(auth.is_some());
+    let api = routes()
+        .into_iter()
+        .fold(Router::new(), |router, (path, methods)| {
+            router.route(path, methods)
+        })
+        .fallback(|| async { RegistryError::http(StatusCode::NOT_FOUND, "HTTP 404 Not Found") })
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::extract::DefaultBodyLimit::max(max_body_bytes))
+        .layer(middleware::from_fn_with_state(auth, authenticate))
+        .layer(middleware::from_fn(negotiate))
+        .with_state(store);
+    // After the auth and negotiation layers: the document is served without
+    // credentials (it holds no data, and tools read it before they have any),
+    // always as application/json.
+    api.route(
+        openapi::PATH,
+        get(move || async move { ([(header::CONTENT_TYPE, PLAIN_JSON)], document.clone()) })
+            .fallback(method_not_allowed),
+    )
+    .layer(middleware::from_fn(log))
+}
+
+async fn method_not_allowed() -> RegistryError {
+    RegistryError::http(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "HTTP 405 Method Not Allowed",
+    )
+}
+
+/// Every API route; openapi.json describes exactly these (a unit test checks).
+pub(crate) fn routes() -> Vec<(&'static str, MethodRouter<Shared>)> {
+    vec![
+        ("/", get(|| async { Json(json!({})) })),
+        ("/schemas/types", get(|| async { Json(json!(["AVRO"])) })),
+        ("/schemas/ids/{id}", get(schema_by_id)),
+        ("/schemas/ids/{id}/schema", get(raw_schema_by_id)),
+        ("/schemas/ids/{id}/versions", get(id_versions)),
+        ("/subjects", get(list_subjects)),
+        ("/subjects/{subject}", post(lookup).delete(delete_subject)),
+        (
             "/subjects/{subject}/versions",
             get(list_versions).post(register),
-        )
-        .route(
+        ),
+        (
             "/subjects/{subject}/versions/{version}",
             get(get_version).delete(delete_version),
-        )
-        .route(
+        ),
+        (
             "/subjects/{subject}/versions/{version}/schema",
             get(raw_version_schema),
-        )
-        .route(
+        ),
+        (
             "/subjects/{subject}/versions/{version}/referencedby",
             get(referenced_by),
-        )
-        .route(
+        ),
+        (
             "/compatibility/subjects/{subject}/versions",
             post(compat_all),
-        )
-        .route(
+        ),
+        (
             "/compatibility/subjects/{subject}/versions/{version}",
             post(compat_version),
-        )
-        .route("/config", get(get_global_config).put(put_global_config))
-        .route(
+        ),
+        ("/config", get(get_global_config).put(put_global_config)),
+        (
             "/config/{subject}",
             get(get_subject_config)
                 .put(put_subject_config)
                 .delete(delete_subject_config),
-        )
-        .route("/mode", get(mode))
-        .route("/mode/{subject}", get(mode))
-        .fallback(|| async { RegistryError::http(StatusCode::NOT_FOUND, "HTTP 404 Not Found") })
-        .method_not_allowed_fallback(|| async {
-            RegistryError::http(
-                StatusCode::METHOD_NOT_ALLOWED,
-                "HTTP 405 Method Not Allowed",
-            )
-        })
-        .layer(axum::extract::DefaultBodyLimit::max(max_body_bytes))
-        .layer(middleware::from_fn_with_state(auth, authenticate))
-        .layer(middleware::from_fn(negotiate_and_log))
-        .with_state(store)
+        ),
+        ("/mode", get(mode)),
+        ("/mode/{subject}", get(mode)),
+    ]
 }
 
 /// Binds `listen` and serves `app` in the background; returns the bound address.
@@ -207,12 +230,9 @@ async fn authenticate(
     next.run(request).await
 }
 
-/// Answers JSON in the media type the client asked for, and logs the request.
-async fn negotiate_and_log(request: Request, next: Next) -> Response {
+/// Answers JSON in the media type the client asked for.
+async fn negotiate(request: Request, next: Next) -> Response {
     let answer_type = response_type(request.headers());
-    let method = request.method().clone();
-    let path = request.uri().path().to_owned();
-    let started = std::time::Instant::now();
     let mut response = next.run(request).await;
     let is_json = response
         .headers()
@@ -223,6 +243,14 @@ async fn negotiate_and_log(request: Request, next: Next) -> Response {
             .headers_mut()
             .insert(header::CONTENT_TYPE, HeaderValue::from_static(answer_type));
     }
+    response
+}
+
+async fn log(request: Request, next: Next) -> Response {
+    let method = request.method().clone();
+    let path = request.uri().path().to_owned();
+    let started = std::time::Instant::now();
+    let response = next.run(request).await;
     tracing::info!(
         %method,
         path,

@@ -8,6 +8,7 @@ mod api;
 mod compat;
 mod config;
 mod error;
+mod openapi;
 mod store;
 
 pub use api::{BasicAuth, router, serve, spawn};
