@@ -104,7 +104,7 @@ pub fn classify(error: &ProcessingError) -> FailureClass {
 /// mean Redis is down; a command Redis refuses (`WRONGTYPE`, a script error,
 /// `OOM`) is about this data and may succeed on a retry.
 fn redis_class(e: &redis::RedisError) -> FailureClass {
-    if redis_is_down(e) {
+    if redis_is_down(e) || redis_refuses_credentials(e) {
         FailureClass::DependencyDown(Dependency::Redis)
     } else {
         FailureClass::Transient
@@ -121,6 +121,17 @@ fn publish_class(e: &PublishError, refused: FailureClass) -> FailureClass {
         e if e.is_retriable() => FailureClass::DependencyDown(Dependency::Kafka),
         _ => refused,
     }
+}
+
+/// Whether Redis refuses our credentials: a wrong password (`WRONGPASS`), none
+/// where one is required (`NOAUTH`), or an ACL user without the rights
+/// (`NOPERM`). A configuration error: at start-up the consumer stops with it;
+/// met later (the password changed under a running consumer) it pauses the
+/// batch like an outage, since no retry of the event can succeed and
+/// dead-lettering would punish the event for our settings.
+pub fn redis_refuses_credentials(e: &redis::RedisError) -> bool {
+    e.kind() == redis::ErrorKind::AuthenticationFailed
+        || matches!(e.code(), Some("NOAUTH" | "WRONGPASS" | "NOPERM"))
 }
 
 /// Whether a Redis error means Redis cannot be reached (as opposed to a command it refused).
@@ -216,6 +227,17 @@ mod tests {
                     "command not allowed when used memory > 'maxmemory'",
                 )),
                 FailureClass::Transient,
+            ),
+            (
+                ProcessingError::Redis(server_error("NOAUTH", "Authentication required.")),
+                FailureClass::DependencyDown(Dependency::Redis),
+            ),
+            (
+                ProcessingError::Handler(HandlerError::Redis(server_error(
+                    "WRONGPASS",
+                    "invalid username-password pair or user is disabled.",
+                ))),
+                FailureClass::DependencyDown(Dependency::Redis),
             ),
             (
                 ProcessingError::StateCommand("WRONGTYPE ...".into()),

@@ -26,20 +26,10 @@ pub struct RedisArgs {
 impl std::fmt::Debug for RedisArgs {
     // The URL may carry a password: it never reaches a log line.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let shown = match url_password_span(&self.url) {
-            Some((start, end)) => format!("{}<redacted>{}", &self.url[..start], &self.url[end..]),
-            None => self.url.clone(),
-        };
-        f.debug_struct("RedisArgs").field("url", &shown).finish()
+        f.debug_struct("RedisArgs")
+            .field("url", &opal_schemas::redact_url_password(&self.url))
+            .finish()
     }
-}
-
-/// Where the password of a `scheme://[user]:password@host` URL is, if any.
-fn url_password_span(url: &str) -> Option<(usize, usize)> {
-    let authority_start = url.find("://")? + 3;
-    let at = authority_start + url[authority_start..].find('@')?;
-    let colon = authority_start + url[authority_start..at].find(':')?;
-    Some((colon + 1, at))
 }
 
 #[derive(Debug, Clone, Args)]

@@ -7,18 +7,21 @@
 //! - [`registry`]: the registry REST client, with typed errors.
 //! - [`validate`]: business rules beyond the schema's types.
 //! - [`samples`]: one realistic example of every event type.
+//! - [`secret`]: credentials kept out of printed URLs.
 
 pub mod catalog;
 pub mod codec;
 pub mod events;
 pub mod registry;
 pub mod samples;
+pub mod secret;
 pub mod validate;
 
 pub use catalog::{Event, EventType, JsonFieldError, OpalEvent, value_subject};
 pub use codec::{Codec, CodecError, Decoded};
 pub use events::*;
 pub use registry::{RegistryClient, RegistryConfig, RegistryError};
+pub use secret::redact_url_password;
 pub use validate::{ValidationError, validate};
 
 /// Milliseconds since the Unix epoch: event time, `timestamp-millis` (one

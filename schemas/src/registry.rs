@@ -11,6 +11,8 @@ use reqwest::StatusCode;
 use serde::Deserialize;
 use serde_json::json;
 
+use crate::secret::redact_url_password;
+
 /// How to reach the registry. Credentials are never printed.
 #[derive(Clone)]
 pub struct RegistryConfig {
@@ -23,7 +25,7 @@ pub struct RegistryConfig {
 impl std::fmt::Debug for RegistryConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RegistryConfig")
-            .field("url", &self.url)
+            .field("url", &redact_url_password(&self.url))
             .field("username", &self.username)
             .field("password", &self.password.as_ref().map(|_| "<redacted>"))
             .finish()
@@ -88,6 +90,8 @@ pub struct SubjectVersion {
 pub struct RegistryClient {
     config: RegistryConfig,
     base: String,
+    /// `base` as printed: credentials in the URL are redacted.
+    shown: String,
     http: reqwest::Client,
 }
 
@@ -101,11 +105,18 @@ impl RegistryClient {
             .build()
             .map_err(|e| RegistryError::Protocol(format!("cannot build HTTP client: {e}")))?;
         let base = config.url.trim_end_matches('/').to_owned();
-        Ok(RegistryClient { config, base, http })
+        let shown = redact_url_password(&base);
+        Ok(RegistryClient {
+            config,
+            base,
+            shown,
+            http,
+        })
     }
 
+    /// The registry's URL as it may be printed (any password redacted).
     pub fn url(&self) -> &str {
-        &self.base
+        &self.shown
     }
 
     async fn call(
@@ -125,7 +136,7 @@ impl RegistryClient {
             request = request.header("Content-Type", MEDIA).body(body.to_string());
         }
         let unavailable = |reason: String| RegistryError::Unavailable {
-            url: self.base.clone(),
+            url: self.shown.clone(),
             reason,
         };
         let response = request

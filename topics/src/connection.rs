@@ -275,12 +275,14 @@ pub fn topic_partitions<C: rdkafka::consumer::ConsumerContext>(
 /// How to reach the Schema Registry.
 #[derive(Clone, Args)]
 pub struct RegistryArgs {
-    /// Schema Registry URL.
+    /// Schema Registry URL (credentials in it, `http://user:password@host`,
+    /// are sent as basic auth).
     #[arg(
         id = "schema_registry_url",
         long = "schema-registry-url",
         env = "SCHEMA_REGISTRY_URL",
-        default_value = "http://127.0.0.1:8081"
+        default_value = "http://127.0.0.1:8081",
+        hide_env_values = true
     )]
     pub url: String,
 
@@ -305,7 +307,7 @@ pub struct RegistryArgs {
 impl std::fmt::Debug for RegistryArgs {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RegistryArgs")
-            .field("url", &self.url)
+            .field("url", &opal_schemas::redact_url_password(&self.url))
             .field("username", &self.username)
             .field("password", &self.password.as_ref().map(|_| "<redacted>"))
             .finish()

@@ -16,11 +16,13 @@
 //!
 //! One concept per file: [`context`] (librdkafka callbacks), [`batch`] (the
 //! batch state machine), [`handle`] (one partition's events through the
-//! handler), [`emit`] (emitted events and their derived ids), [`waits`]
+//! handler), [`emit`] (emitted events and their derived ids), [`connect`]
+//! (Redis at start-up), [`waits`]
 //! (pausing for a dependency), [`topics`] (start-up checks and partition
 //! counts), [`health_checks`] (the dependency probes behind readiness).
 
 mod batch;
+mod connect;
 mod context;
 mod emit;
 mod handle;
@@ -52,6 +54,7 @@ use crate::telemetry::CommitFailed;
 pub use context::RuntimeContext;
 pub use emit::derived_event_id;
 
+use connect::connect_redis;
 use health_checks::health_checks;
 use topics::check_topics;
 
@@ -118,17 +121,7 @@ impl<H: Handler> Runtime<H> {
             .context("schema registry client")?;
         let codec = Arc::new(Codec::new(registry));
 
-        let redis =
-            redis::Client::open(args.redis.url.as_str()).context("REDIS_URL is not a Redis URL")?;
-        let redis_config = redis::aio::ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(Duration::from_secs(2)))
-            .set_response_timeout(Some(Duration::from_secs(5)))
-            .set_number_of_retries(2)
-            .set_max_delay(Duration::from_secs(1));
-        let connection = redis
-            .get_connection_manager_with_config(redis_config)
-            .await
-            .context("cannot connect to Redis at REDIS_URL")?;
+        let connection = connect_redis(&args.redis.url).await?;
         let idempotency = Idempotency::new(
             connection.clone(),
             &args.topic_prefix,

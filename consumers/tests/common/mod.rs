@@ -120,27 +120,41 @@ impl Env {
         extra_env: &[(&str, &str)],
     ) -> Process {
         Process(
-            Command::new(env!("CARGO_BIN_EXE_opal-counting-consumer"))
-                .args(["--inputs", inputs, "--count-prefix", &self.count_prefix])
-                .env("KAFKA_BROKERS", &self.args.kafka.brokers)
-                .env("SCHEMA_REGISTRY_URL", &self.args.registry.url)
-                .env("REDIS_URL", &self.args.redis.url)
-                .env("OPAL_TOPIC_PREFIX", &self.prefix)
-                .env("OPAL_CONSUMER_GROUP", &self.group)
-                .env("OPAL_HTTP_LISTEN", format!("127.0.0.1:{http_port}"))
-                .env("OPAL_LEASE_MS", "2000")
-                .env("OPAL_RETRY_BASE_MS", "10")
-                .env(
-                    "RUST_LOG",
-                    std::env::var("OPAL_TEST_CONSUMER_LOG").unwrap_or_else(|_| "warn".into()),
-                )
-                .env("RUST_BACKTRACE", "0")
-                .envs(extra_env.iter().copied())
+            self.counting_command(inputs, http_port, extra_env)
                 .stdout(Stdio::null())
                 .stderr(Stdio::inherit())
                 .spawn()
                 .expect("spawn opal-counting-consumer"),
         )
+    }
+
+    /// The `opal-counting-consumer` command of `spawn_counting_for`, for a
+    /// test that runs it itself (to read its output).
+    pub fn counting_command(
+        &self,
+        inputs: &str,
+        http_port: u16,
+        extra_env: &[(&str, &str)],
+    ) -> Command {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_opal-counting-consumer"));
+        command
+            .args(["--inputs", inputs, "--count-prefix", &self.count_prefix])
+            .env("KAFKA_BROKERS", &self.args.kafka.brokers)
+            .env("SCHEMA_REGISTRY_URL", &self.args.registry.url)
+            .env("REDIS_URL", &self.args.redis.url)
+            .env("OPAL_TOPIC_PREFIX", &self.prefix)
+            .env("OPAL_CONSUMER_GROUP", &self.group)
+            .env("OPAL_HTTP_LISTEN", format!("127.0.0.1:{http_port}"))
+            .env("OPAL_LEASE_MS", "2000")
+            .env("OPAL_RETRY_BASE_MS", "10")
+            .env(
+                "RUST_LOG",
+                std::env::var("OPAL_TEST_CONSUMER_LOG").unwrap_or_else(|_| "warn".into()),
+            )
+            .env("RUST_BACKTRACE", "0")
+            .envs(extra_env.iter().copied())
+            .stdin(Stdio::null());
+        command
     }
 }
 
@@ -215,10 +229,22 @@ pub struct PrivateRedis {
     child: Child,
     port: u16,
     dir: std::path::PathBuf,
+    /// What `requirepass` it was started with.
+    password: Option<String>,
 }
 
 impl PrivateRedis {
     pub fn start(port: u16, dir: &std::path::Path) -> PrivateRedis {
+        PrivateRedis::launch(port, dir, None)
+    }
+
+    /// As [`PrivateRedis::start`], requiring `password` (`requirepass`); its
+    /// [`PrivateRedis::url`] carries it.
+    pub fn start_with_password(port: u16, dir: &std::path::Path, password: &str) -> PrivateRedis {
+        PrivateRedis::launch(port, dir, Some(password))
+    }
+
+    fn launch(port: u16, dir: &std::path::Path, password: Option<&str>) -> PrivateRedis {
         std::fs::create_dir_all(dir).expect("dir");
         let child = Command::new("redis-server")
             .args([
@@ -235,6 +261,7 @@ impl PrivateRedis {
             ])
             .arg("--dir")
             .arg(dir)
+            .args(password.map(|p| ["--requirepass", p]).into_iter().flatten())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -243,11 +270,15 @@ impl PrivateRedis {
             child,
             port,
             dir: dir.to_owned(),
+            password: password.map(str::to_owned),
         }
     }
 
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
+        match &self.password {
+            Some(password) => format!("redis://:{password}@127.0.0.1:{}", self.port),
+            None => format!("redis://127.0.0.1:{}", self.port),
+        }
     }
 
     /// Waits until it answers.
