@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
 # The local stack on loopback, without Docker: Apache Kafka 4.x in KRaft mode (one
-# node, broker + controller, from Maven Central jars), opal-registry
-# (Confluent-compatible Schema Registry) and Redis.
+# node, or three with OPAL_KAFKA_NODES=3; each broker + controller, from Maven
+# Central jars), opal-registry (Confluent-compatible Schema Registry) and Redis.
 #
 #   scripts/dev-stack.sh up                  start what is not running, wait until all answer
 #   scripts/dev-stack.sh down [--clean] [SERVICE...]
 #                                            stop what this script started (--clean: wipe state)
 #   scripts/dev-stack.sh status              one line per service; non-zero if any is down
 #   scripts/dev-stack.sh env                 print the export line for the other tools
-#   scripts/dev-stack.sh start|stop|restart SERVICE   one service (kafka, registry, redis)
+#   scripts/dev-stack.sh start|stop|restart SERVICE   one service (kafka, registry, redis;
+#                                            with three nodes also kafka-1, kafka-2, kafka-3)
 #   scripts/dev-stack.sh started             the services this script is running now
 #   scripts/dev-stack.sh kafka-libs          fetch Kafka's jars if needed; print their directory
 #
@@ -17,11 +18,18 @@
 #   OPAL_REGISTRY_PORT (8081)  OPAL_REDIS_PORT (6379)
 #   OPAL_KAFKA_SASL=1        also start a SASL_SSL listener (SCRAM-SHA-512) on
 #                            OPAL_KAFKA_SASL_PORT (Kafka port + 2)
-#   OPAL_KAFKA_HEAP          the broker's heap (512m)
+#   OPAL_KAFKA_HEAP          each broker's heap (512m; 256m per node with three nodes)
+#   OPAL_KAFKA_NODES (1)     3: a cluster of three nodes, each broker + controller
+#                            (dynamic quorum of three voters). Node i (1..3) takes
+#                            every Kafka port above plus 10*(i-1): by default
+#                            9092/9093/9094, 9102/9103/9104, 9112/9113/9114. Its
+#                            state is in kafka/node-i, its log logs/kafka-i.log,
+#                            its pid pids/kafka-i.pid; `start|stop kafka-i` acts
+#                            on it alone, `start|stop kafka` on all.
 #   OPAL_STACK_DIR   state, logs and pid files (default: <repo>/.stack, git-ignored)
 #   OPAL_KAFKA_CACHE where Kafka's jars are fetched once per machine
 #                    (default: ${XDG_CACHE_HOME:-~/.cache}/opal/kafka-<version>, outside the clone)
-#   OPAL_STACK_TIMEOUT seconds to wait for each service (60)
+#   OPAL_STACK_TIMEOUT seconds to wait for each service (60; 180 with three nodes)
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -39,18 +47,38 @@ KAFKA_PORT=${OPAL_KAFKA_PORT:-9092}
 CONTROLLER_PORT=${OPAL_KAFKA_CONTROLLER_PORT:-$((KAFKA_PORT + 1))}
 SASL_ENABLED=${OPAL_KAFKA_SASL:-0}
 SASL_PORT=${OPAL_KAFKA_SASL_PORT:-$((KAFKA_PORT + 2))}
-KAFKA_HEAP=${OPAL_KAFKA_HEAP:-512m}
+KAFKA_NODES=${OPAL_KAFKA_NODES:-1}
+case $KAFKA_NODES in
+    1 | 3) ;;
+    *) printf 'dev-stack: OPAL_KAFKA_NODES=%s: expected 1 or 3\n' "$KAFKA_NODES" >&2; exit 2 ;;
+esac
+# Three JVMs share the machine with everything else: a smaller heap each.
+if [ "$KAFKA_NODES" = 1 ]; then KAFKA_HEAP=${OPAL_KAFKA_HEAP:-512m}; else KAFKA_HEAP=${OPAL_KAFKA_HEAP:-256m}; fi
+# Three JVMs starting together on two cores may take minutes.
+if [ "$KAFKA_NODES" = 1 ]; then WAIT_SECS=${OPAL_STACK_TIMEOUT:-60}; else WAIT_SECS=${OPAL_STACK_TIMEOUT:-180}; fi
 REGISTRY_PORT=${OPAL_REGISTRY_PORT:-8081}
 REDIS_PORT=${OPAL_REDIS_PORT:-6379}
-WAIT_SECS=${OPAL_STACK_TIMEOUT:-60}
 TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
 BIN_DIR=$TARGET_DIR/debug
 SERVICES=(kafka registry redis)
 # The SCRAM user created when the broker's storage is formatted.
 SASL_USER=opal
 
-KAFKA_BROKERS_URL=$HOST:$KAFKA_PORT
-SASL_BROKERS_URL=$HOST:$SASL_PORT
+# Node i of a cluster listens on every Kafka port plus NODE_PORT_STEP*(i-1).
+NODE_PORT_STEP=10
+node_port() { echo $((KAFKA_PORT + NODE_PORT_STEP * ($1 - 1))); }
+node_controller_port() { echo $((CONTROLLER_PORT + NODE_PORT_STEP * ($1 - 1))); }
+node_sasl_port() { echo $((SASL_PORT + NODE_PORT_STEP * ($1 - 1))); }
+# Every node's address, comma-separated (the bootstrap list clients get).
+node_addresses() {
+    local port_of=$1 i list=()
+    for i in $(seq 1 "$KAFKA_NODES"); do list+=("$HOST:$("$port_of" "$i")"); done
+    local IFS=,
+    echo "${list[*]}"
+}
+
+KAFKA_BROKERS_URL=$(node_addresses node_port)
+SASL_BROKERS_URL=$(node_addresses node_sasl_port)
 REGISTRY_URL=http://$HOST:$REGISTRY_PORT
 REDIS_URL_LOCAL=redis://$HOST:$REDIS_PORT
 
@@ -137,7 +165,7 @@ our_pid() {
 
 service_binary_name() {
     case $1 in
-        kafka) echo kafka.Kafka ;;
+        kafka | kafka-[0-9]) echo kafka.Kafka ;;
         registry) echo opal-registry ;;
         redis) echo redis-server ;;
     esac
@@ -181,19 +209,61 @@ port_variable() {
     esac
 }
 
-# ---------- health probes ----------
+# ---------- Kafka nodes ----------
+# One node (the default) is the service `kafka`, state in kafka/. A cluster's
+# node i is the service `kafka-i`, state in kafka/node-i; `kafka` is all of them.
 
-kafka_answers() {
-    [ -x "$BIN_DIR/opal-admin" ] || return 1
-    "$BIN_DIR/opal-admin" --brokers "$KAFKA_BROKERS_URL" ping --timeout 2s >/dev/null 2>&1
+node_service() { if [ "$KAFKA_NODES" = 1 ]; then echo kafka; else echo "kafka-$1"; fi; }
+node_dir() { if [ "$KAFKA_NODES" = 1 ]; then echo "$KAFKA_STATE"; else echo "$KAFKA_STATE/node-$1"; fi; }
+node_numbers() { seq 1 "$KAFKA_NODES"; }
+
+# The node number of a service name kafka-i, if it names a node of this cluster.
+node_of() {
+    [ "$KAFKA_NODES" != 1 ] || return 1
+    case $1 in
+        kafka-[0-9]) [ "${1#kafka-}" -ge 1 ] && [ "${1#kafka-}" -le "$KAFKA_NODES" ] && echo "${1#kafka-}" ;;
+        *) return 1 ;;
+    esac
 }
 
-# The SASL_SSL listener answers and accepts the SCRAM user.
-kafka_sasl_answers() {
+# The nodes a service name stands for: all for `kafka`, one for `kafka-i`.
+nodes_of() {
+    if [ "$1" = kafka ]; then node_numbers; else node_of "$1"; fi
+}
+
+# ---------- health probes ----------
+
+# Node I answers on its own port (a KRaft broker opens its listeners to
+# requests only once the controller has unfenced it) and its metadata lists
+# at least AT_LEAST brokers.
+node_answers() {
+    local i=$1 at_least=${2:-1} reply
+    [ -x "$BIN_DIR/opal-admin" ] || return 1
+    reply=$("$BIN_DIR/opal-admin" --brokers "$HOST:$(node_port "$i")" ping --timeout 2s 2>/dev/null) || return 1
+    [[ $reply =~ \(([0-9]+)\ broker ]] && [ "${BASH_REMATCH[1]}" -ge "$at_least" ]
+}
+
+# The whole cluster: every node answers and sees every node registered.
+kafka_answers() {
+    local i
+    for i in $(node_numbers); do
+        node_answers "$i" "$KAFKA_NODES" || return 1
+    done
+}
+
+# Node I's SASL_SSL listener answers and accepts the SCRAM user.
+node_sasl_answers() {
     [ -x "$BIN_DIR/opal-admin" ] && [ -f "$KAFKA_STATE/sasl/password" ] || return 1
     KAFKA_USERNAME=$SASL_USER KAFKA_PASSWORD=$(cat "$KAFKA_STATE/sasl/password") \
         KAFKA_SSL_CA_LOCATION=$KAFKA_STATE/sasl/ca.crt \
-        "$BIN_DIR/opal-admin" --brokers "$SASL_BROKERS_URL" ping --timeout 5s >/dev/null 2>&1
+        "$BIN_DIR/opal-admin" --brokers "$HOST:$(node_sasl_port "$1")" ping --timeout 5s >/dev/null 2>&1
+}
+
+kafka_sasl_answers() {
+    local i
+    for i in $(node_numbers); do
+        node_sasl_answers "$i" || return 1
+    done
 }
 
 registry_answers() {
@@ -212,6 +282,13 @@ redis_answers() {
 }
 
 answers() {
+    local i
+    if i=$(node_of "$1"); then
+        node_answers "$i" || return 1
+        [ "$SASL_ENABLED" = 1 ] || return 0
+        node_sasl_answers "$i"
+        return
+    fi
     "${1}_answers" || return 1
     if [ "$1" = kafka ] && [ "$SASL_ENABLED" = 1 ]; then
         kafka_sasl_answers
@@ -275,29 +352,12 @@ make_sasl_material() {
     ) || die "kafka: generating the SASL_SSL key, certificate and password in $dir failed"
 }
 
-# server.properties, written at every start from the current settings.
-write_kafka_config() {
-    local listeners="PLAINTEXT://$HOST:$KAFKA_PORT,CONTROLLER://$HOST:$CONTROLLER_PORT"
-    local advertised="PLAINTEXT://$HOST:$KAFKA_PORT"
-    local protocols="PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT"
-    if [ "$SASL_ENABLED" = 1 ]; then
-        listeners="$listeners,SASL_SSL://$HOST:$SASL_PORT"
-        advertised="$advertised,SASL_SSL://$HOST:$SASL_PORT"
-        protocols="$protocols,SASL_SSL:SASL_SSL"
-    fi
-    cat >"$KAFKA_STATE/server.properties" <<EOF
-# Written by scripts/dev-stack.sh at every start; edits are lost.
-# One node in KRaft combined mode: broker and controller in one process.
-process.roles=broker,controller
-node.id=1
-controller.quorum.bootstrap.servers=$HOST:$CONTROLLER_PORT
-controller.listener.names=CONTROLLER
-listeners=$listeners
-advertised.listeners=$advertised
-listener.security.protocol.map=$protocols
-inter.broker.listener.name=PLAINTEXT
-log.dirs=$KAFKA_STATE/data
-
+# The internal topics' replication: one broker cannot hold more than one
+# replica (consumers and transactions would hang waiting for replicas that
+# never come); a cluster keeps Kafka's defaults (3, min ISR 2).
+internal_topic_settings() {
+    if [ "$KAFKA_NODES" = 1 ]; then
+        cat <<EOF
 # One broker: every internal topic with one replica, or consumers and
 # transactions hang waiting for replicas that never come.
 offsets.topic.replication.factor=1
@@ -305,6 +365,56 @@ transaction.state.log.replication.factor=1
 transaction.state.log.min.isr=1
 share.coordinator.state.topic.replication.factor=1
 share.coordinator.state.topic.min.isr=1
+EOF
+    else
+        cat <<EOF
+# $KAFKA_NODES brokers: internal topics as in production (replication 3, min ISR 2).
+offsets.topic.replication.factor=3
+transaction.state.log.replication.factor=3
+transaction.state.log.min.isr=2
+share.coordinator.state.topic.replication.factor=3
+share.coordinator.state.topic.min.isr=2
+# Three JVMs share two cores with the rest of the stack: fewer threads each.
+num.network.threads=2
+num.io.threads=2
+background.threads=2
+num.recovery.threads.per.data.dir=1
+EOF
+    fi
+}
+
+# Node I's server.properties, written at every start from the current settings.
+write_kafka_config() {
+    local i=$1 dir port controller_port sasl_port
+    dir=$(node_dir "$i")
+    port=$(node_port "$i")
+    controller_port=$(node_controller_port "$i")
+    sasl_port=$(node_sasl_port "$i")
+    local listeners="PLAINTEXT://$HOST:$port,CONTROLLER://$HOST:$controller_port"
+    local advertised="PLAINTEXT://$HOST:$port"
+    local protocols="PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT"
+    if [ "$SASL_ENABLED" = 1 ]; then
+        listeners="$listeners,SASL_SSL://$HOST:$sasl_port"
+        advertised="$advertised,SASL_SSL://$HOST:$sasl_port"
+        protocols="$protocols,SASL_SSL:SASL_SSL"
+    fi
+    local shape="One node in KRaft combined mode: broker and controller in one process."
+    [ "$KAFKA_NODES" = 1 ] || shape="Node $i of $KAFKA_NODES in KRaft combined mode: broker and controller in one process."
+    mkdir -p "$dir"
+    cat >"$dir/server.properties" <<EOF
+# Written by scripts/dev-stack.sh at every start; edits are lost.
+# $shape
+process.roles=broker,controller
+node.id=$i
+controller.quorum.bootstrap.servers=$(node_addresses node_controller_port)
+controller.listener.names=CONTROLLER
+listeners=$listeners
+advertised.listeners=$advertised
+listener.security.protocol.map=$protocols
+inter.broker.listener.name=PLAINTEXT
+log.dirs=$dir/data
+
+$(internal_topic_settings)
 # A group forms as soon as its first member joins (the default waits 3 s).
 group.initial.rebalance.delay.ms=0
 # Topics come from kafka-init, as in docker-compose.yml.
@@ -321,38 +431,95 @@ ssl.keystore.location=$KAFKA_STATE/sasl/keystore.pem
 EOF
 }
 
-# Formats the storage once (KRaft needs a cluster id and a formatted log dir);
-# the SCRAM user is created here, since a KRaft cluster takes SCRAM credentials
-# at format time or later through the admin API.
-format_kafka_storage() {
-    [ -f "$KAFKA_STATE/data/meta.properties" ] && return 0
-    local cluster_id
-    cluster_id=$(kafka_java kafka.tools.StorageTool random-uuid) || die "kafka: StorageTool random-uuid failed"
-    echo "$cluster_id" >"$KAFKA_STATE/cluster.id"
-    say "kafka: formatting storage (cluster id $cluster_id) in $KAFKA_STATE/data"
-    if ! kafka_java kafka.tools.StorageTool format --standalone -t "$cluster_id" \
-        -c "$KAFKA_STATE/server.properties" --ignore-formatted \
-        --add-scram "SCRAM-SHA-512=[name=$SASL_USER,password=$(cat "$KAFKA_STATE/sasl/password")]" \
-        >>"$LOG_DIR/kafka.log" 2>&1; then
-        tail -15 "$LOG_DIR/kafka.log" >&2
-        die "kafka: formatting the storage failed; log: $LOG_DIR/kafka.log"
+# A state directory holds one node or a cluster, never both: starting it in
+# the other shape would leave an old, unrelated cluster half-used.
+check_kafka_layout() {
+    if [ "$KAFKA_NODES" = 1 ] && [ -d "$KAFKA_STATE/node-1" ]; then
+        die "kafka: $KAFKA_STATE holds a cluster of several nodes; set OPAL_KAFKA_NODES=3, or wipe it (down --clean) or use another OPAL_STACK_DIR"
+    fi
+    if [ "$KAFKA_NODES" != 1 ] && [ -f "$KAFKA_STATE/data/meta.properties" ]; then
+        die "kafka: $KAFKA_STATE holds a single node; unset OPAL_KAFKA_NODES, or wipe it (down --clean) or use another OPAL_STACK_DIR"
     fi
 }
 
-start_kafka() {
-    local ports=("kafka=$KAFKA_PORT" "kafka controller=$CONTROLLER_PORT")
-    [ "$SASL_ENABLED" = 1 ] && ports+=("kafka SASL_SSL=$SASL_PORT")
-    require_free_ports kafka "${ports[@]}"
+# The cluster id, made once per state directory.
+kafka_cluster_id() {
+    if [ ! -f "$KAFKA_STATE/cluster.id" ]; then
+        kafka_java kafka.tools.StorageTool random-uuid >"$KAFKA_STATE/cluster.id.new" ||
+            die "kafka: StorageTool random-uuid failed"
+        mv "$KAFKA_STATE/cluster.id.new" "$KAFKA_STATE/cluster.id"
+    fi
+    cat "$KAFKA_STATE/cluster.id"
+}
+
+# A cluster's initial voters, `id@host:controller-port:directory-id,...`
+# (Kafka's dynamic quorum, KIP-853): every node is formatted with the same
+# list, so it is made once and kept.
+initial_controllers() {
+    local file=$KAFKA_STATE/initial-controllers
+    if [ ! -f "$file" ]; then
+        local i dir_id voters=()
+        for i in $(node_numbers); do
+            dir_id=$(kafka_java kafka.tools.StorageTool random-uuid) || die "kafka: StorageTool random-uuid failed"
+            voters+=("$i@$HOST:$(node_controller_port "$i"):$dir_id")
+        done
+        local IFS=,
+        echo "${voters[*]}" >"$file.new"
+        mv "$file.new" "$file"
+    fi
+    cat "$file"
+}
+
+# Formats node I's storage once (KRaft needs a cluster id and a formatted log
+# dir); the SCRAM user is created here, since a KRaft cluster takes SCRAM
+# credentials at format time or later through the admin API. One node is a
+# standalone quorum; a cluster's nodes are its initial voters.
+format_kafka_storage() {
+    local i=$1 dir cluster_id log quorum
+    dir=$(node_dir "$i")
+    log=$(service_log "$(node_service "$i")")
+    [ -f "$dir/data/meta.properties" ] && return 0
+    cluster_id=$(kafka_cluster_id)
+    if [ "$KAFKA_NODES" = 1 ]; then
+        quorum=(--standalone)
+    else
+        quorum=(--initial-controllers "$(initial_controllers)")
+    fi
+    say "$(node_service "$i"): formatting storage (cluster id $cluster_id) in $dir/data"
+    if ! kafka_java kafka.tools.StorageTool format "${quorum[@]}" -t "$cluster_id" \
+        -c "$dir/server.properties" --ignore-formatted \
+        --add-scram "SCRAM-SHA-512=[name=$SASL_USER,password=$(cat "$KAFKA_STATE/sasl/password")]" \
+        >>"$log" 2>&1; then
+        tail -15 "$log" >&2
+        die "$(node_service "$i"): formatting the storage failed; log: $log"
+    fi
+}
+
+# Checks node I's ports, writes its config and formats its storage if new.
+prepare_kafka_node() {
+    local i=$1 service dir
+    service=$(node_service "$i")
+    dir=$(node_dir "$i")
+    local ports=("kafka=$(node_port "$i")" "kafka controller=$(node_controller_port "$i")")
+    [ "$SASL_ENABLED" = 1 ] && ports+=("kafka SASL_SSL=$(node_sasl_port "$i")")
+    require_free_ports "$service" "${ports[@]}"
     ensure_kafka
-    mkdir -p "$KAFKA_STATE/data" "$LOG_DIR"
+    check_kafka_layout
+    mkdir -p "$dir/data" "$LOG_DIR"
     make_sasl_material
-    write_kafka_config
-    format_kafka_storage
-    launch kafka "$KAFKA_STATE" java -cp "$KAFKA_LIBS/*" \
+    write_kafka_config "$i"
+    format_kafka_storage "$i"
+}
+
+launch_kafka_node() {
+    local i=$1 service dir
+    service=$(node_service "$i")
+    dir=$(node_dir "$i")
+    launch "$service" "$dir" java -cp "$KAFKA_LIBS/*" \
         "-Xmx$KAFKA_HEAP" "-Xms$KAFKA_HEAP" -XX:+UseG1GC -XX:MaxGCPauseMillis=20 \
         -XX:+ExitOnOutOfMemoryError -Djava.awt.headless=true \
         -Dlog4j2.configurationFile="$ROOT/scripts/kafka/broker-log4j2.properties" \
-        kafka.Kafka "$KAFKA_STATE/server.properties"
+        kafka.Kafka "$dir/server.properties"
 }
 
 # ---------- registry and Redis ----------
@@ -378,14 +545,46 @@ start_redis() {
         --dir "$STATE_DIR/redis" --appendonly yes --appendfsync always --save "" --daemonize no
 }
 
+# Starts the Kafka nodes SERVICE stands for (all, or one) that do not answer
+# yet and waits for each; `kafka` on a cluster then waits until every node
+# sees every node registered.
+bring_up_kafka() {
+    local service=$1 i node to_start=()
+    for i in $(nodes_of "$service"); do
+        node=$(node_service "$i")
+        answers "$node" && continue
+        if [ "$SASL_ENABLED" = 1 ] && node_answers "$i" && ! node_sasl_answers "$i"; then
+            die "$node at $HOST:$(node_port "$i") runs without the SASL_SSL listener on $HOST:$(node_sasl_port "$i"); restart it with OPAL_KAFKA_SASL=1 scripts/dev-stack.sh restart $node"
+        fi
+        our_pid "$node" >/dev/null || to_start+=("$i")
+    done
+    # Every node is formatted before any starts: the storage tool's JVMs do
+    # not compete with starting brokers for the CPU.
+    for i in "${to_start[@]}"; do prepare_kafka_node "$i"; done
+    for i in "${to_start[@]}"; do launch_kafka_node "$i"; done
+    for i in $(nodes_of "$service"); do
+        wait_for "$(node_service "$i")" || return 1
+    done
+    { [ "$service" = kafka ] && [ "$KAFKA_NODES" != 1 ]; } || return 0
+    local deadline=$((SECONDS + WAIT_SECS))
+    until kafka_answers; do
+        if [ $SECONDS -ge $deadline ]; then
+            say "kafka: not every node saw $KAFKA_NODES brokers registered within ${WAIT_SECS}s; logs: $LOG_DIR/kafka-*.log"
+            return 1
+        fi
+        sleep 0.5
+    done
+}
+
 # Starts SERVICE unless something already answers at its address.
 bring_up() {
     local service=$1
+    if [ "$service" = kafka ] || node_of "$service" >/dev/null; then
+        bring_up_kafka "$service"
+        return
+    fi
     if answers "$service"; then
         return 0
-    fi
-    if [ "$service" = kafka ] && [ "$SASL_ENABLED" = 1 ] && kafka_answers && ! kafka_sasl_answers; then
-        die "kafka at $KAFKA_BROKERS_URL runs without the SASL_SSL listener on $SASL_BROKERS_URL; restart it with OPAL_KAFKA_SASL=1 scripts/dev-stack.sh restart kafka"
     fi
     if ! our_pid "$service" >/dev/null; then
         "start_$service"
@@ -393,43 +592,78 @@ bring_up() {
     wait_for "$service"
 }
 
-stop_service() {
-    local service=$1 pid
-    pid=$(our_pid "$service") || return 0
-    kill -TERM "$pid" 2>/dev/null || true
-    # Kafka's controlled shutdown takes a few seconds.
-    for _ in $(seq 1 300); do
-        kill -0 "$pid" 2>/dev/null || break
-        sleep 0.1
+# Sends SIGTERM to the processes of the SERVICES given, all at once (a
+# cluster's nodes stop together, so none is left waiting for a quorum the
+# others already left), and waits up to 30 s for each before killing it.
+stop_processes() {
+    local service pid pids=() names=()
+    for service in "$@"; do
+        pid=$(our_pid "$service") || continue
+        kill -TERM "$pid" 2>/dev/null || true
+        pids+=("$pid")
+        names+=("$service")
     done
-    if kill -0 "$pid" 2>/dev/null; then
-        say "$service (pid $pid) ignored SIGTERM for 30s; killing it"
-        kill -KILL "$pid" 2>/dev/null || true
+    local n
+    for n in "${!pids[@]}"; do
+        pid=${pids[$n]}
+        service=${names[$n]}
+        # Kafka's controlled shutdown takes a few seconds.
+        for _ in $(seq 1 300); do
+            kill -0 "$pid" 2>/dev/null || break
+            sleep 0.1
+        done
+        if kill -0 "$pid" 2>/dev/null; then
+            say "$service (pid $pid) ignored SIGTERM for 30s; killing it"
+            kill -KILL "$pid" 2>/dev/null || true
+        fi
+        rm -f "$(pid_file "$service")"
+        say "$service stopped (pid $pid)"
+    done
+}
+
+stop_service() {
+    local service=$1 i nodes=()
+    if [ "$service" = kafka ] && [ "$KAFKA_NODES" != 1 ]; then
+        for i in $(node_numbers); do nodes+=("$(node_service "$i")"); done
+        stop_processes "${nodes[@]}"
+    else
+        stop_processes "$service"
     fi
-    rm -f "$(pid_file "$service")"
-    say "$service stopped (pid $pid)"
 }
 
 status_line() {
-    local service=$1 address pid origin
+    local service=$1 address pid origin i up
+    if [ "$service" = kafka ] && [ "$KAFKA_NODES" != 1 ]; then
+        local failed=0
+        for i in $(node_numbers); do
+            status_line "$(node_service "$i")" || failed=1
+        done
+        return $failed
+    fi
     case $service in
-        kafka) address=$KAFKA_BROKERS_URL ;;
+        kafka*) i=$(node_of "$service") || i=1; address=$HOST:$(node_port "$i") ;;
         registry) address=$REGISTRY_URL ;;
         redis) address=$REDIS_URL_LOCAL ;;
     esac
     if pid=$(our_pid "$service"); then origin="pid $pid, started by dev-stack"; else origin="not started by dev-stack"; fi
-    if "${service}_answers"; then
+    case $service in
+        kafka*) if node_answers "$i"; then up=1; else up=0; fi ;;
+        *) if "${service}_answers"; then up=1; else up=0; fi ;;
+    esac
+    if [ $up = 1 ]; then
         printf '%-10s up    %-26s (%s)\n' "$service" "$address" "$origin"
     else
         printf '%-10s DOWN  %-26s (%s; log: %s)\n' "$service" "$address" "$origin" "$(service_log "$service")"
         return 1
     fi
-    if [ "$service" = kafka ] && [ "$SASL_ENABLED" = 1 ]; then
-        if kafka_sasl_answers; then
+    if [[ $service == kafka* ]] && [ "$SASL_ENABLED" = 1 ]; then
+        local name=${service/kafka/kafka-sasl} sasl_address
+        sasl_address=$HOST:$(node_sasl_port "$i")
+        if node_sasl_answers "$i"; then
             printf '%-10s up    %-26s (SASL_SSL, SCRAM-SHA-512, user %s; CA %s)\n' \
-                kafka-sasl "$SASL_BROKERS_URL" "$SASL_USER" "$KAFKA_STATE/sasl/ca.crt"
+                "$name" "$sasl_address" "$SASL_USER" "$KAFKA_STATE/sasl/ca.crt"
         else
-            printf '%-10s DOWN  %-26s (SASL_SSL; log: %s)\n' kafka-sasl "$SASL_BROKERS_URL" "$(service_log kafka)"
+            printf '%-10s DOWN  %-26s (SASL_SSL; log: %s)\n' "$name" "$sasl_address" "$(service_log "$service")"
             return 1
         fi
     fi
@@ -448,7 +682,14 @@ env_line() {
 check_service_name() {
     case ${1:-} in
         kafka | registry | redis) ;;
-        *) die "unknown service '${1:-}': expected one of ${SERVICES[*]}" ;;
+        *)
+            node_of "${1:-}" >/dev/null && return 0
+            local names=("${SERVICES[@]}") i
+            if [ "$KAFKA_NODES" != 1 ]; then
+                for i in $(node_numbers); do names+=("$(node_service "$i")"); done
+            fi
+            die "unknown service '${1:-}': expected one of ${names[*]}"
+            ;;
     esac
 }
 
@@ -495,9 +736,20 @@ cmd_status() {
     return $failed
 }
 
+# A cluster counts as `kafka` while any of its nodes runs (`down kafka` stops all).
 cmd_started() {
+    local service i
     for service in "${SERVICES[@]}"; do
-        our_pid "$service" >/dev/null && echo "$service"
+        if [ "$service" = kafka ] && [ "$KAFKA_NODES" != 1 ]; then
+            for i in $(node_numbers); do
+                if our_pid "$(node_service "$i")" >/dev/null; then
+                    echo kafka
+                    break
+                fi
+            done
+        else
+            our_pid "$service" >/dev/null && echo "$service"
+        fi
     done
     return 0
 }
@@ -529,7 +781,7 @@ main() {
             bring_up "$1"
             ;;
         *)
-            sed -n '2,27p' "$0" | sed 's/^# \{0,1\}//' >&2
+            sed -n '2,32p' "$0" | sed 's/^# \{0,1\}//' >&2
             exit 2
             ;;
     esac

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 pub mod monitoring;
+pub mod private_cluster;
 pub mod probe;
 
 /// Bootstrap brokers of the stack under test.
