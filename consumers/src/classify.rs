@@ -279,3 +279,25 @@ mod tests {
         }
     }
 }
+
+/// What the runtime does with an error from polling Kafka (not an event's
+/// failure: no record is in hand).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PollFailure {
+    /// librdkafka reconnects and retries by itself: log and poll again.
+    Transient,
+    /// The client raised a fatal error and can never consume again (e.g. a
+    /// static member fenced by the coordinator after a broker restart,
+    /// `FencedInstanceId`): the consumer stops and exits non-zero so that its
+    /// supervisor starts a fresh instance, which takes its partitions back
+    /// and finds what it already applied marked done.
+    Fatal(String),
+}
+
+/// Decides from the client's fatal error, if it has one (`Client::fatal_error`).
+pub fn classify_poll(fatal: Option<(rdkafka::types::RDKafkaErrorCode, String)>) -> PollFailure {
+    match fatal {
+        Some((code, reason)) => PollFailure::Fatal(format!("{code:?}: {reason}")),
+        None => PollFailure::Transient,
+    }
+}

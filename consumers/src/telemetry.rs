@@ -183,3 +183,18 @@ impl RedisPersistenceObserved<'_> {
         }
     }
 }
+
+/// The Kafka client raised a fatal error: the consumer stops and exits
+/// non-zero for its supervisor to start a fresh instance.
+pub struct KafkaFatal<'a> {
+    pub error: &'a str,
+}
+
+impl KafkaFatal<'_> {
+    pub fn emit(&self) {
+        error!(
+            error = self.error,
+            "fatal Kafka client error: stopping so that a fresh instance takes over"
+        );
+    }
+}

@@ -13,10 +13,12 @@ use serde_json::Value;
 async fn persistence_reported(port: u16, observed: &str) -> (u16, Value) {
     let what = format!("/health/ready naming redis persistence {observed:?}");
     wait_until(Duration::from_secs(60), &what, || async move {
-        http_get(port, "/health/ready").await.is_some_and(|(_, body)| {
-            serde_json::from_str::<Value>(&body)
-                .is_ok_and(|b| b["redis_persistence"]["observed"] == observed)
-        })
+        http_get(port, "/health/ready")
+            .await
+            .is_some_and(|(_, body)| {
+                serde_json::from_str::<Value>(&body)
+                    .is_ok_and(|b| b["redis_persistence"]["observed"] == observed)
+            })
     })
     .await;
     let (status, body) = http_get(port, "/health/ready").await.expect("readiness");
@@ -50,5 +52,8 @@ async fn readiness_names_redis_persistence_and_reports_a_weaker_setting_as_not_d
         .expect("CONFIG SET");
     let (status, body) = persistence_reported(http, "appendonly yes, appendfsync everysec").await;
     assert_eq!(body["redis_persistence"]["durable"], false, "{body}");
-    assert_eq!(status, 200, "a weaker setting is reported, not a reason to stop: {body}");
+    assert_eq!(
+        status, 200,
+        "a weaker setting is reported, not a reason to stop: {body}"
+    );
 }

@@ -357,3 +357,51 @@ async fn every_emitted_event_is_published_by_the_time_the_consumer_exits() {
         "one emitted event per input, each once"
     );
 }
+
+/// A static member fenced by another with the same `group.instance.id` (as
+/// librdkafka reports after some broker restarts, seen in the soak) can never
+/// consume or commit again: the consumer exits 1 for its supervisor to start
+/// a fresh instance, instead of polling a dead client while reporting ready.
+#[tokio::test]
+async fn a_fenced_static_member_exits_1_instead_of_stalling() {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let _turn = turn().await;
+    let env = Env::new().await;
+    publish_knowledge(&env, 10, "policy").await;
+    let instance = unique("fenced");
+    let mut member = env.spawn_counting_with(
+        free_port(),
+        &[("OPAL_GROUP_INSTANCE_ID", instance.as_str())],
+    );
+    wait_for_total(&env, 10, TIMEOUT).await;
+
+    // Another member joins under the same instance id and takes it over.
+    let usurper: BaseConsumer = env
+        .kafka()
+        .client_config()
+        .expect("config")
+        .set("group.id", &env.group)
+        .set("group.instance.id", &instance)
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("usurper");
+    usurper
+        .subscribe(&[&env.topic(opal_schemas::EventType::KnowledgeUpserted)])
+        .expect("subscribe");
+    let code = tokio::task::spawn_blocking(move || {
+        let deadline = std::time::Instant::now() + Duration::from_secs(90);
+        loop {
+            let _ = usurper.poll(Duration::from_millis(100));
+            if let Ok(Some(status)) = member.0.try_wait() {
+                return status.code();
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the fenced consumer is still running"
+            );
+        }
+    })
+    .await
+    .expect("waiting");
+    assert_eq!(code, Some(1), "a fatal Kafka client error exits 1");
+}

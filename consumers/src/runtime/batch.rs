@@ -223,6 +223,9 @@ impl<H: Handler> Runtime<H> {
     /// Steps 2 and 3: lease, handle, emit and apply, until every decoded event is settled.
     async fn settle(&self, items: &mut [Item]) -> Result<(), Abandoned> {
         let mut attempt = 0;
+        // The dependency the last round waited for: a round without it down
+        // means it answers again.
+        let mut waited_on = None;
         loop {
             let pending: Vec<usize> = (0..items.len())
                 .filter(|i| items[*i].event.is_some() && items[*i].outcome.is_none())
@@ -238,8 +241,12 @@ impl<H: Handler> Runtime<H> {
                     FailureClass::DependencyDown(dependency) => dependency,
                     _ => Dependency::Kafka,
                 };
+                waited_on = Some(dependency);
                 self.wait_for(dependency, &e, attempt).await?;
                 continue;
+            }
+            if let Some(dependency) = waited_on.take() {
+                self.dependency_back(dependency);
             }
             attempt = 0;
             if round.retry {
@@ -496,12 +503,13 @@ impl<H: Handler> Runtime<H> {
     async fn dead_letter(&self, items: &[Item]) -> Result<(), Abandoned> {
         let mut attempt = 0;
         let mut sent = vec![false; items.len()];
+        let mut waited_on = None;
         loop {
             let open: Vec<usize> = (0..items.len())
                 .filter(|i| !sent[*i] && matches!(items[*i].outcome, Some(Outcome::Dead(_))))
                 .collect();
             if open.is_empty() {
-                return Ok(());
+                break;
             }
             let results = join_all(open.iter().map(|i| async move {
                 match &items[*i].outcome {
@@ -553,12 +561,17 @@ impl<H: Handler> Runtime<H> {
                 }
             }
             match down {
-                None => return Ok(()),
+                None => break,
                 Some((dependency, e)) => {
                     attempt += 1;
+                    waited_on = Some(dependency);
                     self.wait_for(dependency, &e, attempt).await?;
                 }
             }
         }
+        if let Some(dependency) = waited_on {
+            self.dependency_back(dependency);
+        }
+        Ok(())
     }
 }

@@ -81,11 +81,10 @@ pub(super) async fn health_checks(
                 .dependency_up
                 .with_label_values(&[dependency.name()])
                 .set(i64::from(ok));
-            // Down is also set by the runtime on failure; the checker alone brings it back
-            // only when the runtime is not paused on it (the runtime resumes itself).
-            if !ok || !health.paused.load(Ordering::Relaxed) {
-                health.flag(dependency).store(ok, Ordering::Relaxed);
-            }
+            // Down is also set by the runtime when its own call fails. The
+            // checker's flags only feed readiness: pausing and resuming are
+            // the runtime's (see `Runtime::dependency_back`).
+            health.flag(dependency).store(ok, Ordering::Relaxed);
         }
     }
 }

@@ -43,13 +43,14 @@ use rdkafka::types::RDKafkaErrorCode;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use crate::classify::{PollFailure, classify_poll};
 use crate::config::RuntimeArgs;
 use crate::dlq::DlqWriter;
 use crate::handler::{Handler, StateReader};
 use crate::health::Health;
 use crate::idempotency::Idempotency;
 use crate::metrics::ConsumerMetrics;
-use crate::telemetry::CommitFailed;
+use crate::telemetry::{CommitFailed, KafkaFatal};
 
 pub use context::RuntimeContext;
 pub use emit::derived_event_id;
@@ -209,8 +210,18 @@ impl<H: Handler> Runtime<H> {
         self.handler.clone()
     }
 
+    /// Classifies an error from polling; logs a transient one.
+    fn poll_failed(&self, error: &rdkafka::error::KafkaError) -> PollFailure {
+        let failure = classify_poll(self.consumer.client().fatal_error());
+        if failure == PollFailure::Transient {
+            warn!(error = %error, "kafka error while polling");
+        }
+        failure
+    }
+
     /// Consumes until cancelled, then finishes the batch in hand (within the
-    /// drain timeout), commits and flushes.
+    /// drain timeout), commits and flushes. Ends with an error when the Kafka
+    /// client raised a fatal error (see [`PollFailure::Fatal`]).
     pub async fn run(self) -> anyhow::Result<RunEnd> {
         let topics: Vec<&str> = self.topics.iter().map(String::as_str).collect();
         self.consumer.subscribe(&topics).context("subscribe")?;
@@ -225,23 +236,33 @@ impl<H: Handler> Runtime<H> {
             self.cancel.clone(),
         ));
         let mut end = RunEnd::Drained;
-        while !self.cancel.is_cancelled() {
+        let mut fatal = None;
+        'consume: while !self.cancel.is_cancelled() {
             let first = tokio::select! {
                 _ = self.cancel.cancelled() => break,
                 message = self.consumer.recv() => message,
             };
             let first = match first {
                 Ok(m) => m.detach(),
-                Err(e) => {
-                    warn!(error = %e, "kafka error while polling");
-                    continue;
-                }
+                Err(e) => match self.poll_failed(&e) {
+                    PollFailure::Transient => continue,
+                    PollFailure::Fatal(reason) => {
+                        fatal = Some(reason);
+                        break 'consume;
+                    }
+                },
             };
             let mut batch = vec![first];
             while batch.len() < self.args.max_batch {
                 match tokio::time::timeout(Duration::from_millis(2), self.consumer.recv()).await {
                     Ok(Ok(m)) => batch.push(m.detach()),
-                    Ok(Err(e)) => warn!(error = %e, "kafka error while polling"),
+                    // The batch in hand is processed; a fatal error is seen at the next poll.
+                    Ok(Err(e)) => {
+                        if let PollFailure::Fatal(reason) = self.poll_failed(&e) {
+                            fatal = Some(reason);
+                            break;
+                        }
+                    }
                     Err(_) => break,
                 }
             }
@@ -259,6 +280,22 @@ impl<H: Handler> Runtime<H> {
                     end = RunEnd::DrainTimedOut;
                 }
             }
+            if fatal.is_some() {
+                break;
+            }
+        }
+        if let Some(reason) = fatal {
+            // The client can neither consume nor commit again: stop everything
+            // (the checker and the HTTP server share the token) and leave the
+            // uncommitted records to the next instance, which finds them done.
+            KafkaFatal { error: &reason }.emit();
+            self.cancel.cancel();
+            if let Err(e) = self.publisher.flush(Duration::from_secs(5)) {
+                warn!(error = %e, "emitted events not all acknowledged at exit");
+            }
+            self.dlq.flush(Duration::from_secs(5));
+            let _ = checker.await;
+            anyhow::bail!("fatal Kafka consumer error, the consumer must be restarted: {reason}");
         }
         info!("stopping: committing offsets and flushing producers");
         if let Err(e) = self.consumer.commit_consumer_state(CommitMode::Sync) {

@@ -61,7 +61,14 @@ impl<H: Handler> Runtime<H> {
         }
     }
 
-    /// `dependency` answered: mark it up and resume once every dependency is.
+    /// `dependency` answered the runtime's own call again: mark it up and
+    /// resume. Resuming does not wait for the other flags: the health checks
+    /// set those (readiness stays 503 while one is down), and a runtime that
+    /// waited for them could wait forever, since it only calls a dependency
+    /// when it has records, and it has none while paused (seen in the soak:
+    /// a consumer paused on Kafka stayed paused after Redis and the registry
+    /// had also been restarted). If another dependency is really down, the
+    /// next batch fails on it and pauses again.
     pub(super) fn dependency_back(&self, dependency: Dependency) {
         if !self
             .dependency_flag(dependency)
@@ -69,11 +76,7 @@ impl<H: Handler> Runtime<H> {
         {
             DependencyBack { dependency }.emit(&self.metrics);
         }
-        if self.health.paused.load(Ordering::Relaxed)
-            && Dependency::ALL
-                .iter()
-                .all(|d| self.dependency_flag(*d).load(Ordering::Relaxed))
-        {
+        if self.health.paused.load(Ordering::Relaxed) {
             if let Ok(assignment) = self.consumer.assignment() {
                 let _ = self.consumer.resume(&assignment);
             }
