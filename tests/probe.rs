@@ -1,8 +1,10 @@
 //! Talking to the binaries under test from outside: a free port for their
-//! HTTP server, a plain GET on it, and their combined output as text.
+//! HTTP server, a plain GET on it, their combined output as text, and the
+//! stack's SASL_SSL listener with its credentials.
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
 use std::process::Output;
 use std::time::Duration;
 
@@ -37,4 +39,43 @@ pub fn output_text(output: &Output) -> String {
         String::from_utf8_lossy(&output.stdout),
         String::from_utf8_lossy(&output.stderr)
     )
+}
+
+/// The test stack's SASL_SSL listener (SCRAM-SHA-512) and its credentials, as
+/// `scripts/dev-stack.sh env` names them.
+pub struct SaslListener {
+    pub brokers: String,
+    pub username: String,
+    pub password: String,
+    /// The CA that signed the listener's certificate.
+    pub ca: PathBuf,
+}
+
+impl SaslListener {
+    /// From `OPAL_KAFKA_SASL_BROKERS` and `OPAL_KAFKA_SASL_DIR`; panics naming
+    /// what to run when the stack has no SASL listener.
+    pub fn of_stack() -> SaslListener {
+        let (Ok(brokers), Ok(dir)) = (
+            std::env::var("OPAL_KAFKA_SASL_BROKERS"),
+            std::env::var("OPAL_KAFKA_SASL_DIR"),
+        ) else {
+            panic!(
+                "the SASL_SSL listener is not configured: run through scripts/test.sh, or \
+                 OPAL_KAFKA_SASL=1 scripts/dev-stack.sh up and eval \"$(scripts/dev-stack.sh env)\""
+            );
+        };
+        let dir = PathBuf::from(dir);
+        let read = |name: &str| {
+            std::fs::read_to_string(dir.join(name))
+                .unwrap_or_else(|e| panic!("{}: {e}", dir.join(name).display()))
+                .trim()
+                .to_owned()
+        };
+        SaslListener {
+            brokers,
+            username: read("username"),
+            password: read("password"),
+            ca: dir.join("ca.crt"),
+        }
+    }
 }

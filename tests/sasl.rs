@@ -9,43 +9,11 @@ use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use opal_e2e::probe::{SaslListener, free_port, http_get, output_text};
 use opal_e2e::{registry_url, unique, workspace_bin};
 
-/// The SASL_SSL listener and its credentials, as `scripts/dev-stack.sh env` names them.
-struct Sasl {
-    brokers: String,
-    username: String,
-    password: String,
-    ca: PathBuf,
-}
-
-fn sasl() -> Sasl {
-    let (Ok(brokers), Ok(dir)) = (
-        std::env::var("OPAL_KAFKA_SASL_BROKERS"),
-        std::env::var("OPAL_KAFKA_SASL_DIR"),
-    ) else {
-        panic!(
-            "the SASL_SSL listener is not configured: run through scripts/test.sh, or \
-             OPAL_KAFKA_SASL=1 scripts/dev-stack.sh up and eval \"$(scripts/dev-stack.sh env)\""
-        );
-    };
-    let dir = PathBuf::from(dir);
-    let read = |name: &str| {
-        std::fs::read_to_string(dir.join(name))
-            .unwrap_or_else(|e| panic!("{}: {e}", dir.join(name).display()))
-            .trim()
-            .to_owned()
-    };
-    Sasl {
-        brokers,
-        username: read("username"),
-        password: read("password"),
-        ca: dir.join("ca.crt"),
-    }
-}
-
 /// `binary` set up for the SASL_SSL listener with `password`, logging at debug.
-fn over_sasl(binary: &str, sasl: &Sasl, password: &str, prefix: &str) -> Command {
+fn over_sasl(binary: &str, sasl: &SaslListener, password: &str, prefix: &str) -> Command {
     let mut command = Command::new(workspace_bin(binary));
     command
         .env("KAFKA_BROKERS", &sasl.brokers)
@@ -57,14 +25,6 @@ fn over_sasl(binary: &str, sasl: &Sasl, password: &str, prefix: &str) -> Command
         .env("RUST_LOG", "debug")
         .env("RUST_BACKTRACE", "0");
     command
-}
-
-fn text(output: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
 }
 
 /// Runs `command` to its end (a guard against hanging, not a time limit on the result).
@@ -83,35 +43,10 @@ fn example_file(dir: &tempfile::TempDir) -> PathBuf {
         .args(["example", "workflow.started"])
         .output()
         .expect("example");
-    assert!(out.status.success(), "{}", text(&out));
+    assert!(out.status.success(), "{}", output_text(&out));
     let path = dir.path().join("workflow.json");
     std::fs::write(&path, &out.stdout).expect("write example");
     path
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("port")
-        .local_addr()
-        .expect("addr")
-        .port()
-}
-
-/// A GET on the local HTTP server: (status, body).
-fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
-    use std::io::{Read, Write};
-    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
-    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response).ok()?;
-    let status = response.split(' ').nth(1)?.parse().ok()?;
-    let body = response.split_once("\r\n\r\n")?.1.to_owned();
-    Some((status, body))
 }
 
 fn processed(metrics: &str) -> f64 {
@@ -126,7 +61,7 @@ fn processed(metrics: &str) -> f64 {
 
 #[test]
 fn init_publish_and_consume_over_sasl_ssl_without_the_password_in_any_output() {
-    let sasl = sasl();
+    let sasl = SaslListener::of_stack();
     let prefix = format!("{}.", unique("sasl"));
     let dir = tempfile::tempdir().expect("tempdir");
     let mut outputs = Vec::new();
@@ -134,9 +69,17 @@ fn init_publish_and_consume_over_sasl_ssl_without_the_password_in_any_output() {
     let mut init = over_sasl("opal-admin", &sasl, &sasl.password, &prefix);
     init.arg("init");
     let out = finish(init);
-    assert!(out.status.success(), "init over SASL_SSL: {}", text(&out));
-    assert!(text(&out).contains("created topic"), "{}", text(&out));
-    outputs.push(("opal-admin init", text(&out)));
+    assert!(
+        out.status.success(),
+        "init over SASL_SSL: {}",
+        output_text(&out)
+    );
+    assert!(
+        output_text(&out).contains("created topic"),
+        "{}",
+        output_text(&out)
+    );
+    outputs.push(("opal-admin init", output_text(&out)));
 
     let mut publish = over_sasl("opal-producer", &sasl, &sasl.password, &prefix);
     publish
@@ -146,9 +89,9 @@ fn init_publish_and_consume_over_sasl_ssl_without_the_password_in_any_output() {
     assert!(
         out.status.success(),
         "publish over SASL_SSL: {}",
-        text(&out)
+        output_text(&out)
     );
-    outputs.push(("opal-producer publish", text(&out)));
+    outputs.push(("opal-producer publish", output_text(&out)));
 
     let port = free_port();
     let log = dir.path().join("consumer.log");
@@ -213,7 +156,7 @@ fn init_publish_and_consume_over_sasl_ssl_without_the_password_in_any_output() {
 
 #[test]
 fn a_wrong_password_fails_at_once_with_a_clear_error_and_a_non_zero_exit() {
-    let sasl = sasl();
+    let sasl = SaslListener::of_stack();
     let prefix = format!("{}.", unique("sasl-wrong"));
     let wrong = format!("wrong-{}", unique("pw"));
     let dir = tempfile::tempdir().expect("tempdir");
@@ -221,7 +164,7 @@ fn a_wrong_password_fails_at_once_with_a_clear_error_and_a_non_zero_exit() {
     let mut init = over_sasl("opal-admin", &sasl, &sasl.password, &prefix);
     init.arg("init");
     let out = finish(init);
-    assert!(out.status.success(), "{}", text(&out));
+    assert!(out.status.success(), "{}", output_text(&out));
 
     // A timeout far beyond the test's patience: the error must be the refusal, not the wait.
     let mut init = over_sasl("opal-admin", &sasl, &wrong, &prefix);
@@ -239,7 +182,7 @@ fn a_wrong_password_fails_at_once_with_a_clear_error_and_a_non_zero_exit() {
         ("diagnostics-consumer", consumer),
     ] {
         let out = finish(command);
-        let all = text(&out);
+        let all = output_text(&out);
         assert!(
             !out.status.success(),
             "{what} succeeded with a wrong password"

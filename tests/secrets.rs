@@ -11,7 +11,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use base64::Engine;
-use opal_e2e::probe::{free_port, http_get, output_text};
+use opal_e2e::probe::{SaslListener, free_port, http_get, output_text};
 use opal_e2e::{brokers, kafka_tool, unique, workspace_bin};
 
 /// Every binary of the workspace.
@@ -176,27 +176,12 @@ fn start_redis(port: u16, password: &str) -> Killed {
 
 /// The stack's SASL_SSL listener and its credentials (`scripts/dev-stack.sh env`).
 fn stack() -> Stack {
-    let (Ok(sasl_brokers), Ok(dir)) = (
-        std::env::var("OPAL_KAFKA_SASL_BROKERS"),
-        std::env::var("OPAL_KAFKA_SASL_DIR"),
-    ) else {
-        panic!(
-            "the SASL_SSL listener is not configured: run through scripts/test.sh, or \
-             OPAL_KAFKA_SASL=1 scripts/dev-stack.sh up and eval \"$(scripts/dev-stack.sh env)\""
-        );
-    };
-    let dir = PathBuf::from(dir);
-    let read = |name: &str| {
-        std::fs::read_to_string(dir.join(name))
-            .unwrap_or_else(|e| panic!("{}: {e}", dir.join(name).display()))
-            .trim()
-            .to_owned()
-    };
+    let sasl = SaslListener::of_stack();
     Stack {
-        sasl_brokers,
-        kafka_user: read("username"),
-        kafka_password: read("password"),
-        ca: dir.join("ca.crt"),
+        sasl_brokers: sasl.brokers,
+        kafka_user: sasl.username,
+        kafka_password: sasl.password,
+        ca: sasl.ca,
         registry_port: free_port(),
         registry_password: unique("registry-pw"),
         redis_port: free_port(),
