@@ -233,13 +233,14 @@ impl<'a> Fleet<'a> {
         restarted
     }
 
-    /// `kill -9` of `member`; returns its pid.
-    fn kill9(&mut self, member: usize) -> u32 {
-        let mut process = self.running[member].take().expect("running");
+    /// `kill -9` of `member`; returns its pid, or None while it is down (an
+    /// earlier fault's restart of it is still pending).
+    fn kill9(&mut self, member: usize) -> Option<u32> {
+        let mut process = self.running[member].take()?;
         let pid = process.0.id();
         process.0.kill().expect("kill -9");
         let _ = process.0.wait();
-        pid
+        Some(pid)
     }
 }
 
@@ -316,7 +317,14 @@ async fn drive_faults(
             let t = Instant::now();
             let target = match kind {
                 FaultKind::KillConsumer { member, down } => {
-                    let pid = lock(fleet).kill9(member);
+                    // Faults overlap: a member still down from an earlier
+                    // kill is killed once it is back.
+                    let pid = loop {
+                        if let Some(pid) = lock(fleet).kill9(member) {
+                            break pid;
+                        }
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    };
                     tokio::time::sleep(down).await;
                     lock(fleet).spawn(member);
                     format!("{} (pid {pid})", Fleet::name(member))
