@@ -206,6 +206,31 @@ impl KafkaArgs {
         })
         .await?
     }
+
+    /// Which of `partitions` (topic, partition) their leader does not serve
+    /// yet: right after CreateTopics the metadata may name a partition's
+    /// leader before that broker has taken the partition on, and it answers
+    /// "not leader" to reads meanwhile. Asked with ListOffsets.
+    pub async fn not_yet_served(
+        &self,
+        partitions: Vec<(String, i32)>,
+    ) -> Result<Vec<(String, i32)>, ConnectionError> {
+        let consumer: BaseConsumer = self
+            .client_config()?
+            .create()
+            .map_err(ConnectionError::Client)?;
+        Ok(tokio::task::spawn_blocking(move || {
+            partitions
+                .into_iter()
+                .filter(|(topic, partition)| {
+                    consumer
+                        .fetch_watermarks(topic, *partition, Duration::from_secs(2))
+                        .is_err()
+                })
+                .collect()
+        })
+        .await?)
+    }
 }
 
 /// A client context that keeps librdkafka's own words for the last error it

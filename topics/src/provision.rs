@@ -444,14 +444,15 @@ impl Target {
     }
 
     /// Waits until every partition of `topics` has a leader in the brokers'
-    /// metadata: CreateTopics returns once the controller has the topic, and
-    /// the brokers learn of it a moment later, so a client that comes right
-    /// after `init` could otherwise meet "unknown topic" or "not leader".
+    /// metadata and that leader serves it: CreateTopics returns once the
+    /// controller has the topic, and the brokers learn of it a moment later,
+    /// so a client that comes right after `init` could otherwise meet
+    /// "unknown topic" or "not leader".
     async fn wait_until_led(&self, topics: &[&str]) -> Result<()> {
         let deadline = tokio::time::Instant::now() + self.timeout;
         loop {
             let metadata = self.kafka.cluster_metadata(self.timeout).await?;
-            let waiting: Vec<&str> = topics
+            let mut waiting: Vec<&str> = topics
                 .iter()
                 .copied()
                 .filter(|name| {
@@ -466,7 +467,21 @@ impl Target {
                 })
                 .collect();
             if waiting.is_empty() {
-                return Ok(());
+                let partitions: Vec<(String, i32)> = metadata
+                    .topics()
+                    .iter()
+                    .filter(|t| topics.contains(&t.name()))
+                    .flat_map(|t| t.partitions().iter().map(|p| (t.name().to_owned(), p.id())))
+                    .collect();
+                let unserved = self.kafka.not_yet_served(partitions).await?;
+                if unserved.is_empty() {
+                    return Ok(());
+                }
+                waiting = topics
+                    .iter()
+                    .copied()
+                    .filter(|name| unserved.iter().any(|(t, _)| t == name))
+                    .collect();
             }
             if tokio::time::Instant::now() >= deadline {
                 return Err(ProvisionError::Topic {
