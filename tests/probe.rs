@@ -32,6 +32,17 @@ pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
     Some((status, body))
 }
 
+/// Events a consumer processed, from its `/metrics` text.
+pub fn processed(metrics: &str) -> f64 {
+    metrics
+        .lines()
+        .filter(|l| {
+            l.starts_with("opal_events_consumed_total{") && l.contains("outcome=\"processed\"")
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
 /// A finished process's standard output then standard error.
 pub fn output_text(output: &Output) -> String {
     format!(

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use opal_e2e::probe::{SaslListener, free_port, http_get, output_text};
+use opal_e2e::probe::{SaslListener, free_port, http_get, output_text, processed};
 use opal_e2e::{registry_url, unique, workspace_bin};
 
 /// `binary` set up for the SASL_SSL listener with `password`, logging at debug.
@@ -47,16 +47,6 @@ fn example_file(dir: &tempfile::TempDir) -> PathBuf {
     let path = dir.path().join("workflow.json");
     std::fs::write(&path, &out.stdout).expect("write example");
     path
-}
-
-fn processed(metrics: &str) -> f64 {
-    metrics
-        .lines()
-        .filter(|l| {
-            l.starts_with("opal_events_consumed_total{") && l.contains("outcome=\"processed\"")
-        })
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
 }
 
 #[test]

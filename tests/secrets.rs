@@ -11,7 +11,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use base64::Engine;
-use opal_e2e::probe::{SaslListener, free_port, http_get, output_text};
+use opal_e2e::probe::{SaslListener, free_port, http_get, output_text, processed};
 use opal_e2e::{brokers, kafka_tool, unique, workspace_bin};
 
 /// Every binary of the workspace.
@@ -213,16 +213,6 @@ fn help_texts(stack: &Stack, binary: &str) -> Vec<(String, String)> {
         texts.push((what.clone(), succeeds(help, &what)));
     }
     texts
-}
-
-fn processed(metrics: &str) -> f64 {
-    metrics
-        .lines()
-        .filter(|l| {
-            l.starts_with("opal_events_consumed_total{") && l.contains("outcome=\"processed\"")
-        })
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
 }
 
 #[test]

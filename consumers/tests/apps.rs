@@ -346,28 +346,5 @@ async fn restarting_each_consumer_mid_stream_changes_nothing() {
     publish(&crashed, &scenario, Phase::Feedback).await;
     let got = views_settled(&crashed, ports, true, SETTLE).await;
 
-    let differing: Vec<String> = expected
-        .as_object()
-        .into_iter()
-        .flatten()
-        .filter(|(view, value)| got.get(view.as_str()) != Some(*value))
-        .map(|(view, value)| format!("{view}:\n  restarted: {}\n  control:   {value}", got[view]))
-        .collect();
-    assert!(
-        differing.is_empty() && got == expected,
-        "state and outputs as without the restart; differing views:\n{}",
-        differing.join("\n")
-    );
-    assert_eq!(
-        distinct_emits(&crashed).await,
-        distinct_emits(&control).await,
-        "the same preference updates emitted (re-emits share ids)"
-    );
-    for event_type in [EventType::ForecastGenerated, EventType::DecisionDegraded] {
-        assert_eq!(
-            emitted(&crashed, event_type).await,
-            emitted(&control, event_type).await,
-            "the same {event_type} events emitted, by stable id and content"
-        );
-    }
+    assert_same_as_control(&crashed, &got, &control, &expected).await;
 }

@@ -303,3 +303,38 @@ pub async fn distinct_emits(env: &Env) -> usize {
     distinct.dedup();
     distinct.len()
 }
+
+/// Asserts that `run` ended as `control` did: the same views (`got` against
+/// `expected`, from `views_settled`), the same forecasts and degraded alerts
+/// emitted (by stable id and content) and as many distinct preference updates.
+pub async fn assert_same_as_control(
+    run: &Env,
+    got: &serde_json::Value,
+    control: &Env,
+    expected: &serde_json::Value,
+) {
+    let differing: Vec<String> = expected
+        .as_object()
+        .into_iter()
+        .flatten()
+        .filter(|(view, value)| got.get(view.as_str()) != Some(*value))
+        .map(|(view, value)| format!("{view}:\n  this run: {}\n  control:  {value}", got[view]))
+        .collect();
+    assert!(
+        differing.is_empty() && got == expected,
+        "views as in the control run; differing:\n{}",
+        differing.join("\n")
+    );
+    for event_type in [EventType::ForecastGenerated, EventType::DecisionDegraded] {
+        assert_eq!(
+            emitted(run, event_type).await,
+            emitted(control, event_type).await,
+            "the same {event_type} events emitted, by stable id and content"
+        );
+    }
+    assert_eq!(
+        distinct_emits(run).await,
+        distinct_emits(control).await,
+        "the same preference updates emitted (re-emits share ids)"
+    );
+}
