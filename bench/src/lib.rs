@@ -6,8 +6,10 @@
 //! - [`raw`]: the baseline consumer (plain rdkafka: read and commit, no decode).
 //! - [`pipeline`]: the opal runtime with a no-op handler.
 //! - [`run`]: one benchmark run against one broker: produce, consume, latency.
+//! - [`instructions`]: one phase on a fixed count, for callgrind's instruction counts.
 //! - [`report`]: merges runs and codec microbenchmarks into `latest.json` and a table.
 
+pub mod instructions;
 pub mod kafka_perf;
 pub mod pipeline;
 pub mod raw;

@@ -112,14 +112,17 @@ fn unix_secs() -> u64 {
 }
 
 /// The pipeline's consumer group in the run under `prefix`.
-fn pipeline_group(prefix: &str) -> String {
+pub(crate) fn pipeline_group(prefix: &str) -> String {
     format!("{prefix}pipeline")
 }
 
 /// Topics for this run (the catalog under a fresh prefix) plus the raw
 /// topic, Kafka's perf tools' topic and the pipeline's DLQ, sized like the
 /// benchmarked topic.
-async fn provision(options: &RunOptions, prefix: &str) -> anyhow::Result<(String, String)> {
+pub(crate) async fn provision(
+    options: &RunOptions,
+    prefix: &str,
+) -> anyhow::Result<(String, String)> {
     let registry = options.registry.client(Duration::from_secs(10))?;
     let target = Target::new(options.kafka.clone(), registry, Duration::from_secs(30))?;
     let mut plan = Catalog::bundled()?.plan(Environment::Development, prefix);

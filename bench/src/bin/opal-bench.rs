@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
-use opal_bench::{report, run};
+use opal_bench::{instructions, report, run};
 
 #[derive(Parser)]
 #[command(
@@ -22,6 +22,9 @@ struct Cli {
 enum Command {
     /// One run against one broker; writes its result as JSON.
     Run(Box<RunArgs>),
+    /// One phase on a fixed number of events, for `valgrind --tool=callgrind`
+    /// (scripts/bench-instructions.sh runs it).
+    Instructions(Box<InstructionsArgs>),
     /// Merges run files and criterion's codec estimates; prints markdown.
     Report {
         /// Run files from `opal-bench run`, in the order to show them.
@@ -42,6 +45,19 @@ struct RunArgs {
     out: PathBuf,
 }
 
+#[derive(Args)]
+struct InstructionsArgs {
+    #[command(flatten)]
+    stack: run::RunOptions,
+    #[arg(long, value_enum)]
+    phase: instructions::Phase,
+    /// Topic prefix of the phase (`prepare` creates and fills its topics).
+    #[arg(long)]
+    prefix: String,
+    #[arg(long)]
+    events: u64,
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     opal_topics::telemetry::init_tracing(opal_topics::telemetry::LogFormat::Text);
@@ -52,6 +68,15 @@ async fn main() -> anyhow::Result<()> {
             std::fs::write(&out, serde_json::to_string_pretty(&result)?)
                 .with_context(|| format!("write {}", out.display()))?;
             println!("{}", serde_json::to_string_pretty(&result)?);
+        }
+        Command::Instructions(args) => {
+            let InstructionsArgs {
+                stack,
+                phase,
+                prefix,
+                events,
+            } = *args;
+            instructions::run(&stack, phase, &prefix, events).await?;
         }
         Command::Report {
             runs,

@@ -1,0 +1,154 @@
+//! Instructions per event: one phase of the benchmark (raw or opal, publish
+//! or consume) on a fixed number of events, run under `valgrind
+//! --tool=callgrind` by `scripts/bench-instructions.sh`. Wall-clock figures
+//! swing several-fold on a shared 2-core machine; instruction counts do not.
+//!
+//! The script runs each phase at two event counts and divides the difference
+//! in instructions by the difference in events, so start-up (connecting,
+//! metadata, the group join, registry lookups) cancels out. The consume
+//! phases read a topic `prepare` filled natively beforehand, holding exactly
+//! the phase's events: librdkafka prefetches whole fetches, so a topic with
+//! more would be read past the count.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use opal_consumers::RuntimeArgs;
+use opal_producers::perf::{self, PerfOptions};
+use opal_producers::{PublishMetrics, Publisher, PublisherConfig};
+use opal_schemas::Environment;
+use opal_schemas::samples::default_example;
+use tokio_util::sync::CancellationToken;
+
+use crate::pipeline::{self, NoopHandler};
+use crate::raw;
+use crate::recorder::Recorder;
+use crate::run::{EVENT_TYPE, RunOptions, pipeline_group, provision};
+
+/// What one instrumented process does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Phase {
+    /// Creates the topics under the prefix and fills the raw and the opal
+    /// topic with the events (run natively, outside valgrind).
+    Prepare,
+    /// Plain rdkafka sends the pre-encoded record.
+    RawPublish,
+    /// The typed publisher sends the events.
+    Publish,
+    /// Plain rdkafka reads the raw topic (`prepare` first).
+    RawConsume,
+    /// The runtime with a no-op handler reads the opal topic (`prepare` first).
+    Pipeline,
+}
+
+/// Consume phases run 50-100x slower under callgrind than natively.
+const CONSUME_LIMIT: Duration = Duration::from_secs(1800);
+
+fn options(records: u64) -> PerfOptions {
+    PerfOptions {
+        event_type: EVENT_TYPE,
+        num_records: records,
+        throughput: None,
+        show_progress: false,
+    }
+}
+
+fn publisher(stack: &RunOptions, prefix: &str) -> anyhow::Result<Publisher> {
+    Ok(Publisher::new(
+        PublisherConfig {
+            kafka: stack.kafka.clone(),
+            registry: stack.registry.clone(),
+            environment: Environment::Development,
+            source_system: "opal-bench".to_owned(),
+            topic_prefix: prefix.to_owned(),
+            auto_register: false,
+            delivery_timeout_ms: 600_000,
+        },
+        PublishMetrics::new(&prometheus::Registry::new())?,
+    )?)
+}
+
+/// Runs `phase` on `events` events under `prefix` (topics named as `opal-bench run` names them).
+pub async fn run(
+    stack: &RunOptions,
+    phase: Phase,
+    prefix: &str,
+    events: u64,
+) -> anyhow::Result<()> {
+    let raw_topic = format!("{prefix}raw.{}", EVENT_TYPE.topic());
+    match phase {
+        Phase::Prepare => {
+            provision(stack, prefix).await?;
+            if events == 0 {
+                return Ok(());
+            }
+            let publisher = publisher(stack, prefix)?;
+            let (payload, _) = publisher
+                .codec()
+                .encode(&default_example(EVENT_TYPE), &publisher.topic(EVENT_TYPE))
+                .await?;
+            let producer = perf::raw_producer(&stack.kafka.client_config()?)?;
+            let raw = perf::run_raw(&producer, &raw_topic, payload, &options(events)).await?;
+            let opal = perf::run_typed(&publisher, &options(events)).await;
+            anyhow::ensure!(
+                raw.errors == 0 && opal.errors == 0,
+                "prepare: produce errors: raw {}, opal {}",
+                raw.errors,
+                opal.errors
+            );
+        }
+        Phase::RawPublish => {
+            let publisher = publisher(stack, prefix)?;
+            let (payload, _) = publisher
+                .codec()
+                .encode(&default_example(EVENT_TYPE), &publisher.topic(EVENT_TYPE))
+                .await?;
+            let producer = perf::raw_producer(&stack.kafka.client_config()?)?;
+            let sent = perf::run_raw(&producer, &raw_topic, payload, &options(events)).await?;
+            anyhow::ensure!(sent.errors == 0, "raw publish: {} errors", sent.errors);
+        }
+        Phase::Publish => {
+            let publisher = publisher(stack, prefix)?;
+            let sent = perf::run_typed(&publisher, &options(events)).await;
+            anyhow::ensure!(sent.errors == 0, "publish: {} errors", sent.errors);
+        }
+        Phase::RawConsume => {
+            let recorder = Arc::new(Recorder::default());
+            let cancel = CancellationToken::new();
+            let task = tokio::spawn({
+                let (kafka, group) = (stack.kafka.clone(), format!("{prefix}raw-consumer"));
+                let (recorder, cancel) = (recorder.clone(), cancel.clone());
+                async move { raw::consume(&kafka, &group, &raw_topic, recorder, cancel).await }
+            });
+            recorder
+                .wait_for(events, CONSUME_LIMIT)
+                .await
+                .context("raw consume")?;
+            cancel.cancel();
+            task.await??;
+        }
+        Phase::Pipeline => {
+            let recorder = Arc::new(Recorder::default());
+            let cancel = CancellationToken::new();
+            let mut args =
+                RuntimeArgs::local(&stack.kafka.brokers, &stack.registry.url, &stack.redis.url);
+            args.kafka = stack.kafka.clone();
+            args.registry = stack.registry.clone();
+            args.topic_prefix = prefix.to_owned();
+            let handler = NoopHandler {
+                recorder: recorder.clone(),
+                input: EVENT_TYPE,
+            };
+            let pipeline =
+                pipeline::start(args, &pipeline_group(prefix), handler, cancel.clone()).await?;
+            recorder
+                .wait_for(events, CONSUME_LIMIT)
+                .await
+                .context("pipeline consume")?;
+            cancel.cancel();
+            pipeline.task.await??;
+        }
+    }
+    Ok(())
+}
