@@ -1,0 +1,1 @@
+//! `POST /replay`: re-delivers a time window of a route's events (helper B).

@@ -1,0 +1,70 @@
+//! Gathers events handed in concurrently into one POST: a batch goes when it
+//! has `batch_size` events or its first event has waited `max_wait_ms`.
+//! Each caller gets the outcome of the POST that carried its event, so an
+//! event's offset is stored only once its own batch was answered.
+
+use std::sync::Arc;
+
+use opal_schemas::Event;
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+use super::sender::{Message, SendError, WebhookSender};
+
+type Pending = (Event, oneshot::Sender<Result<(), SendError>>);
+
+#[derive(Clone)]
+pub struct Batcher {
+    tx: mpsc::Sender<Pending>,
+}
+
+impl Batcher {
+    /// Starts the batching task; it ends with `cancel` or when every handle is dropped.
+    pub fn spawn(sender: Arc<WebhookSender>, cancel: CancellationToken) -> Self {
+        let size = sender.config().batch_size;
+        let (tx, rx) = mpsc::channel(size.max(16) * 2);
+        tokio::spawn(run(sender, rx, cancel));
+        Batcher { tx }
+    }
+
+    /// Hands `event` in and waits for the outcome of its batch's POST (one attempt).
+    pub async fn submit(&self, event: Event) -> Result<(), SendError> {
+        let (reply, outcome) = oneshot::channel();
+        self.tx
+            .send((event, reply))
+            .await
+            .map_err(|_| SendError::Cancelled)?;
+        outcome.await.unwrap_or(Err(SendError::Cancelled))
+    }
+}
+
+async fn run(
+    sender: Arc<WebhookSender>,
+    mut rx: mpsc::Receiver<Pending>,
+    cancel: CancellationToken,
+) {
+    let size = sender.config().batch_size;
+    let max_wait = sender.config().max_wait();
+    loop {
+        let first = tokio::select! {
+            _ = cancel.cancelled() => return,
+            first = rx.recv() => match first {
+                Some(p) => p,
+                None => return,
+            },
+        };
+        let mut batch = vec![first];
+        let deadline = tokio::time::Instant::now() + max_wait;
+        while batch.len() < size {
+            match tokio::time::timeout_at(deadline, rx.recv()).await {
+                Ok(Some(p)) => batch.push(p),
+                Ok(None) | Err(_) => break,
+            }
+        }
+        let events: Vec<&Event> = batch.iter().map(|(e, _)| e).collect();
+        let outcome = sender.send_once(&Message::of(&events)).await;
+        for (_, reply) in batch {
+            let _ = reply.send(outcome.clone());
+        }
+    }
+}
