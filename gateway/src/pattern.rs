@@ -151,8 +151,10 @@ mod tests {
         assert!(!p("decision.*").matches(EventType::WorkflowStarted));
         assert!(p("*.completed").matches(EventType::AgentCompleted));
         assert!(p("*.completed").matches(EventType::WorkflowCompleted));
-        // Three segments: `*` does not stand for two.
-        assert!(!p("*.updated").matches(EventType::UserPreferencesUpdated));
+        // `*` does not stand for two segments: `user.preferences.updated`
+        // is the only `*.updated`-like type, so the pattern matches nothing.
+        assert!(!p("*.completed").matches_name("a.workflow.completed"));
+        assert!("*.updated".parse::<Pattern>().is_err());
     }
 
     #[test]
