@@ -30,6 +30,8 @@
 #   OPAL_KAFKA_CACHE where Kafka's jars are fetched once per machine
 #                    (default: ${XDG_CACHE_HOME:-~/.cache}/opal/kafka-<version>, outside the clone)
 #   OPAL_STACK_TIMEOUT seconds to wait for each service (60; 180 with three nodes)
+#   OPAL_STACK_BUILD=0 start the binaries already in target/ without building
+#                    (benchmarks of other builds while the tree is mid-change)
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -139,6 +141,10 @@ ensure_kafka() {
 
 # The workspace's binaries (opal-registry, opal-admin, ...), in the shared target/.
 build_workspace_bins() {
+    if [ "${OPAL_STACK_BUILD:-1}" = 0 ]; then
+        [ -x "$BIN_DIR/opal-registry" ] || die "OPAL_STACK_BUILD=0 but $BIN_DIR/opal-registry is not built"
+        return 0
+    fi
     say "building workspace binaries"
     if ! (cd "$ROOT" && cargo build --workspace --bins --quiet); then
         die "cargo build failed"
