@@ -13,7 +13,6 @@ use tokio::sync::OnceCell;
 
 use apache_avro::Schema;
 use apache_avro::reader::datum::GenericDatumReader;
-use apache_avro::writer::datum::GenericDatumWriter;
 
 use crate::catalog::{Event, EventType, value_subject};
 use crate::registry::{RegistryClient, RegistryError};
@@ -268,38 +267,26 @@ impl Codec {
     }
 }
 
-/// One writer per event type, built once (building resolves the schema's names).
-fn datum_writer(event_type: EventType) -> &'static GenericDatumWriter<'static> {
-    static WRITERS: OnceLock<HashMap<EventType, GenericDatumWriter<'static>>> = OnceLock::new();
-    let writers = WRITERS.get_or_init(|| {
-        EventType::ALL
-            .into_iter()
-            .map(|t| {
-                // Our own bundled schemas, checked by tests; failing here is a build defect.
-                #[allow(clippy::expect_used)]
-                let writer = GenericDatumWriter::builder(reader_schema(t))
-                    .build()
-                    .expect("a writer for a bundled schema");
-                (t, writer)
-            })
-            .collect()
-    });
-    &writers[&event_type]
-}
-
 /// Encodes `event` with our schema into wire format under `schema_id`.
 pub fn encode_with_id(event: &Event, schema_id: u32) -> Result<Vec<u8>> {
-    let event_type = event.event_type();
     let mut bytes = Vec::with_capacity(256);
-    bytes.push(MAGIC);
-    bytes.extend_from_slice(&schema_id.to_be_bytes());
-    event
-        .write_avro(datum_writer(event_type), &mut bytes)
-        .map_err(|e| CodecError::Serialization {
-            event_type,
-            reason: e.to_string(),
-        })?;
+    encode_into(event, schema_id, &mut bytes)?;
     Ok(bytes)
+}
+
+/// Appends `event`'s wire format under `schema_id` to `out`, so a caller can
+/// reuse one buffer; on error `out` is left as it was.
+pub fn encode_into(event: &Event, schema_id: u32, out: &mut Vec<u8>) -> Result<()> {
+    let start = out.len();
+    out.push(MAGIC);
+    out.extend_from_slice(&schema_id.to_be_bytes());
+    crate::encode::write_body(event, out).map_err(|e| {
+        out.truncate(start);
+        CodecError::Serialization {
+            event_type: event.event_type(),
+            reason: e.to_string(),
+        }
+    })
 }
 
 /// The cache cell for `key`, created empty on first use.

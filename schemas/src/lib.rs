@@ -4,6 +4,7 @@
 //! - [`events`]: one Rust struct per event type, mirroring `avro/*.avsc`.
 //! - [`catalog`]: event type ↔ topic, key field, schema file, subject naming.
 //! - [`codec`]: wire-format encode/decode with per-schema-id caching.
+//! - [`encode`]: the Avro body of a typed event (serde_avro_fast).
 //! - [`registry`]: the registry REST client, with typed errors.
 //! - [`validate`]: business rules beyond the schema's types.
 //! - [`samples`]: one realistic example of every event type.
@@ -11,6 +12,7 @@
 
 pub mod catalog;
 pub mod codec;
+pub mod encode;
 pub mod events;
 pub mod registry;
 pub mod samples;
