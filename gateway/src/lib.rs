@@ -16,17 +16,30 @@
 //!   ([`WebhookSender`] is also what the fallback webhook and replay use).
 //! - [`live`]: the feed of every event read, for the WebSocket hub.
 //! - [`ws`], [`replay`], [`page`]: `/ws`, `POST /replay`, `GET /`.
+//! - [`delivery`]: webhook routes on the consumer runtime, one runtime (group
+//!   `opal-gateway.<route>`, its own DLQ) per route, so a receiver that is
+//!   down holds back only its own route; see the module for the rules.
+//!
+//! Running it:
+//! - [`app`]: flags and start-up; [`provision`]: the gateway's DLQs;
+//!   [`reload`]: SIGHUP; [`metrics`], [`status`]: `/metrics`, `/health/routes`.
 //!
 //! Every event handed to a sink is the JSON `opal-producer read` prints:
 //! [`event_json`] is that function, not a second one.
 
+pub mod app;
+pub mod delivery;
 pub mod filter;
 pub mod live;
+pub mod metrics;
 pub mod page;
 pub mod pattern;
+pub mod provision;
+pub mod reload;
 pub mod replay;
 pub mod routes;
 pub mod selector;
+pub mod status;
 pub mod table;
 pub mod webhook;
 pub mod ws;

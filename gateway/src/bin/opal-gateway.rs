@@ -1,6 +1,18 @@
 //! opal-gateway: pushes OPAL events to webhooks and WebSocket clients by declarative routes.
 
-fn main() -> std::process::ExitCode {
-    eprintln!("opal-gateway: not yet wired");
-    std::process::ExitCode::FAILURE
+use clap::Parser;
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    opal_gateway::app::run(opal_gateway::app::Cli::parse()).await
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        opal_gateway::app::Cli::command().debug_assert();
+    }
 }

@@ -39,6 +39,19 @@ pub struct WebhookConfig {
     /// to the DLQ: the pause is bounded.
     #[serde(default = "default_max_pause_secs")]
     pub max_pause_secs: u64,
+    /// Where a new route starts: at the end of its topics (`latest`, the
+    /// default: no history) or at their beginning (`earliest`). A route that
+    /// has run before always continues where it stopped.
+    #[serde(default)]
+    pub start: Start,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Start {
+    #[default]
+    Latest,
+    Earliest,
 }
 
 fn one() -> usize {
@@ -77,6 +90,7 @@ impl WebhookConfig {
             backoff_max_ms: default_backoff_max_ms(),
             rate_per_sec: None,
             max_pause_secs: default_max_pause_secs(),
+            start: Start::Latest,
         }
     }
 
