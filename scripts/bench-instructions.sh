@@ -7,11 +7,12 @@
 # where wall-clock figures are not (this VM has no hardware counters for
 # `perf stat -e instructions`). All threads count, librdkafka's included.
 #
-#   scripts/bench-instructions.sh [OPAL_BENCH_BINARY ...]   (about 10 minutes per binary)
+#   scripts/bench-instructions.sh [[LABEL=]OPAL_BENCH_BINARY ...]   (about 5 minutes per binary)
 #
-# Several binaries (e.g. a build from before a change, then the current one)
+# Several binaries (e.g. `before=<a build from before a change> after=target/release/opal-bench`)
 # are measured in the same run on the same broker; prints one JSON object per
 # binary and phase, and writes them to bench/results/instructions.json.
+# Without arguments: the current release build, labelled "current".
 # OPAL_INSTR_EVENTS="N1 N2" overrides the counts (default "2000 10000").
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -32,7 +33,7 @@ command -v valgrind >/dev/null || {
 }
 if [ $# -eq 0 ]; then
     cargo build --release -p opal-bench --bins
-    set -- "$TARGET_DIR/release/opal-bench"
+    set -- "current=$TARGET_DIR/release/opal-bench"
 fi
 
 stop() { $STACK down kafka registry >/dev/null 2>&1 || true; }
@@ -59,8 +60,9 @@ measure() {
 
 : >"$OUT.tmp"
 run=0
-for bin in "$@"; do
+for arg in "$@"; do
     run=$((run + 1))
+    label=${arg%%=*} bin=${arg#*=}
     for pair in "raw-publish raw-consume" "publish pipeline"; do
         read -r publish consume <<<"$pair"
         declare -A counts=()
@@ -74,8 +76,8 @@ for bin in "$@"; do
         done
         for phase in "$publish" "$consume"; do
             a=${counts[$phase-$N1]} b=${counts[$phase-$N2]}
-            printf '{"binary": "%s", "phase": "%s", "events": [%s, %s], "instructions": [%s, %s], "per_event": %s}\n' \
-                "$bin" "$phase" "$N1" "$N2" "$a" "$b" $(((b - a) / (N2 - N1))) | tee -a "$OUT.tmp"
+            printf '{"build": "%s", "binary": "%s", "phase": "%s", "events": [%s, %s], "instructions": [%s, %s], "per_event": %s}\n' \
+                "$label" "$bin" "$phase" "$N1" "$N2" "$a" "$b" $(((b - a) / (N2 - N1))) | tee -a "$OUT.tmp"
         done
         unset counts
     done

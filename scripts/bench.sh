@@ -11,6 +11,10 @@
 # wiped at the start) so nothing else's data is in the way. Release build.
 # OPAL_BENCH_ARGS overrides the run's size (default: 100 000 events; latency at
 # 5 000, 10 000 and 20 000 events/s for 5 s each, in 3 rounds).
+# OPAL_BENCH_BEFORE=<an opal-bench binary built from an earlier commit> runs it
+# first on the same broker, so before and after sit side by side in one run.
+# Then scripts/bench-instructions.sh counts instructions per event of each
+# build under callgrind (OPAL_BENCH_INSTRUCTIONS=0 skips it).
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
@@ -37,9 +41,27 @@ kafka_version=$(sed -n 's:.*<kafka.version>\(.*\)</kafka.version>.*:\1:p' script
 
 read -r -a RUN_ARGS <<<"${OPAL_BENCH_ARGS:---events 100000 --rates 5000,10000,20000 --latency-secs 5 --latency-rounds 3}"
 echo "bench.sh: run on Apache Kafka $kafka_version" >&2
+BEFORE=${OPAL_BENCH_BEFORE:-}
+runs=() builds=()
+if [ -n "$BEFORE" ]; then
+    echo "bench.sh: the earlier build $BEFORE" >&2
+    "$BEFORE" run --broker "apache-kafka-$kafka_version, before" \
+        --out "$RESULTS/run-before.json" "${RUN_ARGS[@]}" >/dev/null
+    runs+=("$RESULTS/run-before.json") builds+=("before=$BEFORE")
+fi
 "$TARGET_DIR/release/opal-bench" run --broker "apache-kafka-$kafka_version" \
     --out "$RESULTS/run.json" "${RUN_ARGS[@]}" >/dev/null
+label=current
+[ -z "$BEFORE" ] || label=after
+runs+=("$RESULTS/run.json") builds+=("$label=$TARGET_DIR/release/opal-bench")
+stop
+instructions=()
+if [ "${OPAL_BENCH_INSTRUCTIONS:-1}" != 0 ]; then
+    echo "bench.sh: instructions per event (callgrind)" >&2
+    OPAL_INSTR_OUT="$RESULTS/instructions.json" bash scripts/bench-instructions.sh "${builds[@]}" >/dev/null
+    instructions=(--instructions "$RESULTS/instructions.json")
+fi
 echo "bench.sh: codec microbenchmarks (criterion)" >&2
 cargo bench -p opal-bench --bench codec -- --quiet >/dev/null
-"$TARGET_DIR/release/opal-bench" report "$RESULTS/run.json" \
+"$TARGET_DIR/release/opal-bench" report "${runs[@]}" "${instructions[@]}" \
     --criterion-dir "$TARGET_DIR/criterion" --out "$RESULTS/latest.json"

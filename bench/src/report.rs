@@ -82,6 +82,8 @@ pub struct Latest {
     pub machine: Machine,
     pub reproduce: &'static str,
     pub runs: Vec<serde_json::Value>,
+    /// scripts/bench-instructions.sh's counts (one object per build and phase), if it ran.
+    pub instructions: Vec<serde_json::Value>,
     pub codec: Vec<CodecResult>,
 }
 
@@ -110,23 +112,82 @@ pub fn codec_results(criterion_dir: &Path) -> anyhow::Result<Vec<CodecResult>> {
         .collect()
 }
 
-pub fn latest(run_files: &[impl AsRef<Path>], criterion_dir: &Path) -> anyhow::Result<Latest> {
+fn read_json(path: &Path) -> anyhow::Result<serde_json::Value> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("read {}", path.display()))?;
+    serde_json::from_str(&text).with_context(|| format!("parse {}", path.display()))
+}
+
+pub fn latest(
+    run_files: &[impl AsRef<Path>],
+    instructions: Option<&Path>,
+    criterion_dir: &Path,
+) -> anyhow::Result<Latest> {
     let runs = run_files
         .iter()
-        .map(|p| {
-            let p = p.as_ref();
-            let text =
-                std::fs::read_to_string(p).with_context(|| format!("read {}", p.display()))?;
-            serde_json::from_str(&text).with_context(|| format!("parse {}", p.display()))
-        })
+        .map(|p| read_json(p.as_ref()))
         .collect::<anyhow::Result<Vec<serde_json::Value>>>()?;
+    let instructions = match instructions {
+        Some(path) => match read_json(path)? {
+            serde_json::Value::Array(rows) => rows,
+            _ => anyhow::bail!("{}: expected a JSON array", path.display()),
+        },
+        None => Vec::new(),
+    };
     Ok(Latest {
         generated_at: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
         machine: Machine::this(),
         reproduce: "scripts/bench.sh",
         runs,
+        instructions,
         codec: codec_results(criterion_dir)?,
     })
+}
+
+/// Instructions per event of `phase` for `build`, if counted.
+fn per_event(latest: &Latest, build: &str, phase: &str) -> f64 {
+    latest
+        .instructions
+        .iter()
+        .find(|row| row["build"].as_str() == Some(build) && row["phase"].as_str() == Some(phase))
+        .map_or(f64::NAN, |row| f(&row["per_event"]))
+}
+
+/// The instructions table: one row per build, opal and plain rdkafka side by side.
+fn instructions_markdown(latest: &Latest, out: &mut String) {
+    let mut builds: Vec<&str> = latest
+        .instructions
+        .iter()
+        .filter_map(|row| row["build"].as_str())
+        .collect();
+    builds.dedup();
+    if builds.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        out,
+        "\nInstructions per event (callgrind, all threads; difference between two event counts, so start-up cancels):\n"
+    );
+    let _ = writeln!(
+        out,
+        "| build | raw rdkafka publish | opal publish | raw ÷ opal | plain consume | pipeline | plain ÷ pipeline |"
+    );
+    let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|---:|");
+    for build in builds {
+        let (raw_publish, publish) = (
+            per_event(latest, build, "raw-publish"),
+            per_event(latest, build, "publish"),
+        );
+        let (raw_consume, pipeline) = (
+            per_event(latest, build, "raw-consume"),
+            per_event(latest, build, "pipeline"),
+        );
+        let _ = writeln!(
+            out,
+            "| {build} | {raw_publish:.0} | {publish:.0} | **{:.2}** | {raw_consume:.0} | {pipeline:.0} | **{:.2}** |",
+            raw_publish / publish,
+            raw_consume / pipeline,
+        );
+    }
 }
 
 fn f(v: &serde_json::Value) -> f64 {
@@ -265,6 +326,7 @@ pub fn markdown(latest: &Latest) -> String {
             f(&p["max_latency_ms"]),
         );
     }
+    instructions_markdown(latest, &mut out);
     let _ = writeln!(out, "\nCodec (criterion, mean per event):\n");
     let _ = writeln!(out, "| event | bytes | encode | decode |");
     let _ = writeln!(out, "|---|---:|---:|---:|");

@@ -29,6 +29,9 @@ enum Command {
     Report {
         /// Run files from `opal-bench run`, in the order to show them.
         runs: Vec<PathBuf>,
+        /// scripts/bench-instructions.sh's output, for the instructions table.
+        #[arg(long)]
+        instructions: Option<PathBuf>,
         #[arg(long, default_value = "target/criterion")]
         criterion_dir: PathBuf,
         #[arg(long, default_value = "bench/results/latest.json")]
@@ -51,11 +54,10 @@ struct InstructionsArgs {
     stack: run::RunOptions,
     #[arg(long, value_enum)]
     phase: instructions::Phase,
-    /// Topic prefix of the phase (`prepare` creates and fills its topics).
+    /// Topic prefix of the phase (`prepare` creates and fills its topics);
+    /// the phase's event count is `--events`.
     #[arg(long)]
     prefix: String,
-    #[arg(long)]
-    events: u64,
 }
 
 #[tokio::main]
@@ -74,17 +76,17 @@ async fn main() -> anyhow::Result<()> {
                 stack,
                 phase,
                 prefix,
-                events,
             } = *args;
-            instructions::run(&stack, phase, &prefix, events).await?;
+            instructions::run(&stack, phase, &prefix, stack.events).await?;
         }
         Command::Report {
             runs,
+            instructions,
             criterion_dir,
             out,
         } => {
             anyhow::ensure!(!runs.is_empty(), "name at least one run file");
-            let latest = report::latest(&runs, &criterion_dir)?;
+            let latest = report::latest(&runs, instructions.as_deref(), &criterion_dir)?;
             std::fs::write(&out, serde_json::to_string_pretty(&latest)? + "\n")
                 .with_context(|| format!("write {}", out.display()))?;
             print!("{}", report::markdown(&latest));
