@@ -15,6 +15,7 @@ use apache_avro::Schema;
 use apache_avro::reader::datum::GenericDatumReader;
 
 use crate::catalog::{Event, EventType, value_subject};
+use crate::decode::FastReader;
 use crate::registry::{RegistryClient, RegistryError};
 
 const MAGIC: u8 = 0;
@@ -114,6 +115,8 @@ pub struct WriterSchema {
     event_type: EventType,
     /// False when the writer schema is our reader schema: no resolution step.
     resolve: bool,
+    /// Set when no resolution is needed: reads straight into the typed event.
+    fast: Option<FastReader>,
 }
 
 impl WriterSchema {
@@ -133,10 +136,22 @@ impl WriterSchema {
                 name: name.clone(),
             })?;
         let reader = reader_schema(event_type);
+        // Equal parsing canonical forms read the same bytes the same way.
+        let resolve = schema.canonical_form() != reader.canonical_form();
+        let fast = if resolve {
+            None
+        } else {
+            Some(
+                FastReader::parse(text).map_err(|reason| CodecError::CorruptAvro {
+                    schema_id,
+                    reason: format!("writer schema does not parse: {reason}"),
+                })?,
+            )
+        };
         Ok(WriterSchema {
             schema_id,
-            // Equal parsing canonical forms read the same bytes the same way.
-            resolve: schema.canonical_form() != reader.canonical_form(),
+            resolve,
+            fast,
             schema,
             event_type,
         })
@@ -151,10 +166,14 @@ impl WriterSchema {
     pub fn decode(&self, body: &[u8]) -> Result<Decoded> {
         let schema_id = self.schema_id;
         let corrupt = |reason: String| CodecError::CorruptAvro { schema_id, reason };
+        if let Some(fast) = &self.fast {
+            let event = fast.decode(self.event_type, body).map_err(corrupt)?;
+            return Ok(Decoded { event, schema_id });
+        }
         let reader = reader_schema(self.event_type);
         let mut cursor = body;
-        // Generic read then serde from the Value: the typed events flatten their
-        // envelope, which apache-avro's schema-aware deserializer cannot read.
+        // An older writer schema: generic read resolved to our reader schema
+        // (defaults, promotions), then serde from the Value.
         let value = GenericDatumReader::builder(&self.schema)
             .maybe_reader_schema(self.resolve.then_some(reader))
             .build()
@@ -243,6 +262,23 @@ impl Codec {
     pub async fn decode(&self, bytes: &[u8]) -> Result<Decoded> {
         let (schema_id, body) = split_wire_format(bytes)?;
         self.writer(schema_id).await?.decode(body)
+    }
+
+    /// Decodes without waiting when the writer schema is already known (the
+    /// common case: no future per record); `None` when it must be fetched
+    /// first (use [`Codec::decode`]).
+    pub fn decode_cached(&self, bytes: &[u8]) -> Option<Result<Decoded>> {
+        let (schema_id, body) = match split_wire_format(bytes) {
+            Ok(split) => split,
+            Err(e) => return Some(Err(e)),
+        };
+        let writer = self
+            .writers
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&schema_id)
+            .and_then(|cell| cell.get().cloned())?;
+        Some(writer.decode(body))
     }
 
     async fn writer(&self, schema_id: u32) -> Result<Arc<WriterSchema>> {

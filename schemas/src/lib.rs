@@ -4,6 +4,8 @@
 //! - [`events`]: one Rust struct per event type, mirroring `avro/*.avsc`.
 //! - [`catalog`]: event type ↔ topic, key field, schema file, subject naming.
 //! - [`codec`]: wire-format encode/decode with per-schema-id caching.
+//! - `decode`: the Avro body written with our current schema, read into the
+//!   typed event (serde_avro_fast; older writer schemas resolve in [`codec`]).
 //! - [`encode`]: the Avro body of a typed event (serde_avro_fast).
 //! - [`registry`]: the registry REST client, with typed errors.
 //! - [`validate`]: business rules beyond the schema's types.
@@ -12,6 +14,7 @@
 
 pub mod catalog;
 pub mod codec;
+mod decode;
 pub mod encode;
 pub mod events;
 pub mod registry;
