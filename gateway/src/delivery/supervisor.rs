@@ -146,11 +146,9 @@ impl RouteSupervisor {
         args.retry_attempts = config.attempts;
         args.retry_base_ms = config.backoff_base_ms;
         args.retry_max_ms = config.backoff_max_ms;
-        // A POST may take its timeout on each of its attempts: the lease
-        // must outlast the event's handling or another instance takes it over.
-        args.lease_ms = args.lease_ms.max(
-            config.timeout_ms.saturating_add(config.backoff_max_ms) * u64::from(config.attempts),
-        );
+        // The lease stays the runtime's: a longer one would hold a crashed
+        // instance's events back that long; a POST outliving it only risks a
+        // duplicate delivery, which at-least-once allows.
         let topics: Vec<String> = route
             .selector
             .event_types()

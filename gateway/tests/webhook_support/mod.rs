@@ -3,7 +3,7 @@
 //! that can go down and answer failures, the Standard Webhooks verifier
 //! (the reference Python library), routes-file text and DLQ reading.
 
-#![allow(dead_code, unreachable_pub, clippy::unwrap_used)]
+#![allow(dead_code, unused_imports, unreachable_pub, clippy::unwrap_used)]
 
 pub mod receiver;
 pub mod verifier;
