@@ -95,6 +95,26 @@ if ! schemathesis_ready; then
     fi
 fi
 
+# The gateway's webhook signatures are judged by the Standard Webhooks
+# reference library (PyPI standardwebhooks) in gateway/tests/webhook.rs, run
+# with the Python of its own cached venv (OPAL_STANDARDWEBHOOKS_PYTHON).
+STANDARDWEBHOOKS_VERSION=1.1.0
+STANDARDWEBHOOKS_VENV=${OPAL_STANDARDWEBHOOKS_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/opal/standardwebhooks-$STANDARDWEBHOOKS_VERSION}
+export OPAL_STANDARDWEBHOOKS_PYTHON=$STANDARDWEBHOOKS_VENV/bin/python
+standardwebhooks_ready() {
+    [ "$("$OPAL_STANDARDWEBHOOKS_PYTHON" -c 'from importlib.metadata import version; print(version("standardwebhooks"))' 2>/dev/null)" = "$STANDARDWEBHOOKS_VERSION" ]
+}
+if ! standardwebhooks_ready; then
+    echo "test.sh: installing standardwebhooks $STANDARDWEBHOOKS_VERSION from PyPI into $STANDARDWEBHOOKS_VENV" >&2
+    rm -rf "$STANDARDWEBHOOKS_VENV"
+    if ! pip_log=$( { python3 -m venv "$STANDARDWEBHOOKS_VENV" && "$STANDARDWEBHOOKS_VENV/bin/python" -m pip install -q \
+            --disable-pip-version-check "standardwebhooks==$STANDARDWEBHOOKS_VERSION"; } 2>&1) || ! standardwebhooks_ready; then
+        echo "test.sh: could not install standardwebhooks $STANDARDWEBHOOKS_VERSION:" >&2
+        echo "$pip_log" >&2
+        exit 1
+    fi
+fi
+
 already_running=$($STACK started)
 stop_what_we_started() {
     local ours=()
