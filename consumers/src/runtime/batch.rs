@@ -11,7 +11,7 @@ use futures::future::join_all;
 use opal_schemas::{Event, validate};
 use rdkafka::TopicPartitionList;
 use rdkafka::consumer::Consumer;
-use rdkafka::message::{Message, OwnedMessage};
+use rdkafka::message::{BorrowedMessage, Message};
 use tracing::{debug, warn};
 
 use crate::classify::{FailureClass, ProcessingError, classify};
@@ -36,9 +36,10 @@ pub(super) enum Outcome {
     Parked,
 }
 
-pub(super) struct Item {
-    /// The record as read; its bytes go to the DLQ unchanged if it fails.
-    message: OwnedMessage,
+pub(super) struct Item<'c> {
+    /// The record as read, borrowed from the client (copied only for the
+    /// DLQ); its bytes go to the DLQ unchanged if it fails.
+    message: BorrowedMessage<'c>,
     /// The decoded, valid event; None until decoded, or if it could not be.
     event: Option<Event>,
     /// How it settled; None while it is still pending.
@@ -46,6 +47,16 @@ pub(super) struct Item {
     /// Retries spent on transient failures (of the handler, of its state
     /// change); it is dead-lettered once `retry_attempts` attempts failed.
     retries: u32,
+}
+
+/// One topic's settled records in a batch, for the metrics.
+#[derive(Default)]
+struct Counts {
+    processed: u64,
+    duplicate: u64,
+    retried: u64,
+    /// Every settled record (the processing-time histogram).
+    settled: u64,
 }
 
 /// The batch could not finish: shutdown came while it was waiting.
@@ -64,8 +75,8 @@ struct Round {
 }
 
 impl<H: Handler> Runtime<H> {
-    pub(super) async fn process_batch(&self, messages: Vec<OwnedMessage>, started: Instant) {
-        let mut items: Vec<Item> = messages
+    pub(super) async fn process_batch(&self, messages: Vec<BorrowedMessage<'_>>, started: Instant) {
+        let mut items: Vec<Item<'_>> = messages
             .into_iter()
             .map(|message| Item {
                 message,
@@ -80,39 +91,47 @@ impl<H: Handler> Runtime<H> {
         if self.dead_letter(&items).await.is_err() {
             return;
         }
-        let mut last: BTreeMap<(String, i32), i64> = BTreeMap::new();
+        let mut last: BTreeMap<(&str, i32), i64> = BTreeMap::new();
+        // Counted per topic and resolved to metric handles once per batch.
+        let mut counts: BTreeMap<&str, Counts> = BTreeMap::new();
         for item in &items {
             let m = &item.message;
-            let outcome = match &item.outcome {
-                Some(Outcome::Processed) => Some("processed"),
-                Some(Outcome::Duplicate) => Some("duplicate"),
+            let topic = m.topic();
+            let counts = counts.entry(topic).or_default();
+            match &item.outcome {
+                Some(Outcome::Processed) => counts.processed += 1,
+                Some(Outcome::Duplicate) => counts.duplicate += 1,
                 // Counted when the broker acknowledged it (`DeadLettered`).
-                Some(Outcome::Dead(_)) => None,
+                Some(Outcome::Dead(_)) => {}
                 Some(Outcome::Parked) | None => continue,
-            };
-            if let Some(outcome) = outcome {
-                let labels = [self.handler.name(), m.topic(), outcome];
-                self.metrics.consumed.with_label_values(&labels).inc();
             }
-            if item.retries > 0 {
-                self.metrics
-                    .consumed
-                    .with_label_values(&[self.handler.name(), m.topic(), "retried"])
-                    .inc_by(item.retries.into());
-            }
-            self.metrics
-                .processing
-                .with_label_values(&[self.handler.name(), m.topic()])
-                .observe(started.elapsed().as_secs_f64());
-            let entry = last
-                .entry((m.topic().to_owned(), m.partition()))
-                .or_insert(m.offset());
+            counts.retried += u64::from(item.retries);
+            counts.settled += 1;
+            let entry = last.entry((topic, m.partition())).or_insert(m.offset());
             *entry = (*entry).max(m.offset());
         }
+        let elapsed = started.elapsed().as_secs_f64();
+        for (topic, counts) in counts {
+            let name = self.handler.name();
+            for (outcome, n) in [
+                ("processed", counts.processed),
+                ("duplicate", counts.duplicate),
+                ("retried", counts.retried),
+            ] {
+                if n > 0 {
+                    let labels = [name, topic, outcome];
+                    self.metrics.consumed.with_label_values(&labels).inc_by(n);
+                }
+            }
+            let processing = self.metrics.processing.with_label_values(&[name, topic]);
+            for _ in 0..counts.settled {
+                processing.observe(elapsed);
+            }
+        }
         for ((topic, partition), offset) in last {
-            if let Err(e) = self.consumer.store_offset(&topic, partition, offset) {
+            if let Err(e) = self.consumer.store_offset(topic, partition, offset) {
                 OffsetStoreFailed {
-                    topic: &topic,
+                    topic,
                     partition,
                     offset,
                     error: &e,
@@ -130,7 +149,7 @@ impl<H: Handler> Runtime<H> {
     /// Pauses each partition holding a parked event, rewinds it to that event
     /// and resumes it after `PARK_FOR`, so the event comes again while the
     /// other partitions (the input it waits for) keep flowing.
-    fn park(&self, items: &[Item]) {
+    fn park(&self, items: &[Item<'_>]) {
         let mut first: BTreeMap<(String, i32), i64> = BTreeMap::new();
         for item in items {
             if matches!(item.outcome, Some(Outcome::Parked)) {
@@ -173,7 +192,7 @@ impl<H: Handler> Runtime<H> {
     }
 
     /// Step 1: decode and validate every record; undecodable and invalid ones are settled as dead.
-    async fn decode(&self, items: &mut [Item]) -> Result<(), Abandoned> {
+    async fn decode(&self, items: &mut [Item<'_>]) -> Result<(), Abandoned> {
         let mut attempt = 0;
         loop {
             let open: Vec<usize> = (0..items.len())
@@ -182,14 +201,25 @@ impl<H: Handler> Runtime<H> {
             if open.is_empty() {
                 return Ok(());
             }
-            let decoded = join_all(open.iter().map(|i| {
-                let payload = items[*i].message.payload().unwrap_or_default().to_vec();
-                let codec = self.codec.clone();
-                async move { codec.decode(&payload).await }
+            // Records whose writer schema is known decode at once; the rest
+            // wait for the registry (one fetch per schema id).
+            let mut decoded = Vec::with_capacity(open.len());
+            let mut unknown = Vec::new();
+            for i in open {
+                let payload = items[i].message.payload().unwrap_or_default();
+                match self.codec.decode_cached(payload) {
+                    Some(result) => decoded.push((i, result)),
+                    None => unknown.push(i),
+                }
+            }
+            let fetched = join_all(unknown.iter().map(|i| {
+                let payload = items[*i].message.payload().unwrap_or_default();
+                self.codec.decode(payload)
             }))
             .await;
+            decoded.extend(unknown.into_iter().zip(fetched));
             let mut down = None;
-            for (i, result) in open.into_iter().zip(decoded) {
+            for (i, result) in decoded {
                 let error = match result {
                     Ok(d) => match validate(&d.event) {
                         Ok(()) => {
@@ -221,7 +251,7 @@ impl<H: Handler> Runtime<H> {
     }
 
     /// Steps 2 and 3: lease, handle, emit and apply, until every decoded event is settled.
-    async fn settle(&self, items: &mut [Item]) -> Result<(), Abandoned> {
+    async fn settle(&self, items: &mut [Item<'_>]) -> Result<(), Abandoned> {
         let mut attempt = 0;
         // The dependency the last round waited for: a round without it down
         // means it answers again.
@@ -261,7 +291,7 @@ impl<H: Handler> Runtime<H> {
 
     /// One round of settling the `pending` events: lease them, handle each
     /// partition's in order, emit and apply. Records in `round` what stops it.
-    async fn settle_round(&self, items: &mut [Item], pending: &[usize], round: &mut Round) {
+    async fn settle_round(&self, items: &mut [Item<'_>], pending: &[usize], round: &mut Round) {
         let ids: Vec<&str> = pending
             .iter()
             .filter_map(|i| {
@@ -282,44 +312,58 @@ impl<H: Handler> Runtime<H> {
                 return;
             }
         };
-        let mut by_partition: BTreeMap<(String, i32), Vec<usize>> = BTreeMap::new();
-        // An event held elsewhere (a crashed or revoked instance's lease) holds
-        // back the rest of its partition: handling the events after it first
-        // would apply them out of order.
-        let mut held: Vec<(String, i32)> = Vec::new();
-        for (i, lease) in pending.iter().copied().zip(leases) {
-            let m = &items[i].message;
-            let partition = (m.topic().to_owned(), m.partition());
-            match lease {
-                Lease::Done => items[i].outcome = Some(Outcome::Duplicate),
-                Lease::HeldElsewhere => {
-                    round.waiting = true;
-                    held.push(partition);
+        let mut duplicates = Vec::new();
+        let handled = {
+            // Events and records are lent to the handling, not copied; the
+            // items are updated once it is done.
+            let items: &[Item<'_>] = items;
+            let mut by_partition: BTreeMap<(&str, i32), Vec<PartitionEvent<'_>>> = BTreeMap::new();
+            // An event held elsewhere (a crashed or revoked instance's lease) holds
+            // back the rest of its partition: handling the events after it first
+            // would apply them out of order.
+            let mut held: Vec<(&str, i32)> = Vec::new();
+            for (i, lease) in pending.iter().copied().zip(leases) {
+                let item = &items[i];
+                let m = &item.message;
+                let partition = (m.topic(), m.partition());
+                match (lease, &item.event) {
+                    (Lease::Done, _) => duplicates.push(i),
+                    (Lease::HeldElsewhere, _) => {
+                        round.waiting = true;
+                        held.push(partition);
+                    }
+                    (Lease::Acquired, _) if held.contains(&partition) => {}
+                    (Lease::Acquired, Some(event)) => by_partition
+                        .entry(partition)
+                        .or_default()
+                        .push(PartitionEvent {
+                            index: i,
+                            event,
+                            topic: partition.0,
+                            partition: partition.1,
+                            offset: m.offset(),
+                            spent: item.retries,
+                        }),
+                    (Lease::Acquired, None) => {}
                 }
-                Lease::Acquired if held.contains(&partition) => {}
-                Lease::Acquired => by_partition.entry(partition).or_default().push(i),
             }
+            join_all(
+                by_partition
+                    .into_values()
+                    .map(|events| self.handle_partition(events)),
+            )
+            .await
+        };
+        for i in duplicates {
+            items[i].outcome = Some(Outcome::Duplicate);
         }
-        let handled = join_all(by_partition.into_values().map(|indices| {
-            let events: Vec<PartitionEvent> = indices
-                .into_iter()
-                .filter_map(|i| {
-                    items[i]
-                        .event
-                        .clone()
-                        .map(|e| (i, e, items[i].message.clone(), items[i].retries))
-                })
-                .collect();
-            self.handle_partition(events)
-        }))
-        .await;
 
-        let mut to_commit: Vec<(usize, Event, Effects)> = Vec::new();
+        let mut to_commit: Vec<(usize, Effects)> = Vec::new();
         let mut parked = Vec::new();
-        for (i, event, result, spent) in handled.into_iter().flatten() {
+        for (i, result, spent) in handled.into_iter().flatten() {
             items[i].retries = spent;
             match result {
-                Handled::Effects(effects) => to_commit.push((i, event, effects)),
+                Handled::Effects(effects) => to_commit.push((i, effects)),
                 Handled::Committed(applied) => self.record_applied(&mut items[i], applied, round),
                 Handled::Dead(class, error, attempts) => {
                     items[i].outcome = Some(self.dead(&items[i], class, error, attempts))
@@ -351,10 +395,16 @@ impl<H: Handler> Runtime<H> {
         if to_commit.is_empty() {
             return;
         }
-        let refs: Vec<(&Event, &Effects)> = to_commit.iter().map(|(_, e, f)| (e, f)).collect();
-        match self.commit_effects(&refs).await {
+        let committed = {
+            let refs: Vec<(&Event, &Effects)> = to_commit
+                .iter()
+                .filter_map(|(i, f)| items[*i].event.as_ref().map(|e| (e, f)))
+                .collect();
+            self.commit_effects(&refs).await
+        };
+        match committed {
             Ok(results) => {
-                for ((i, _, _), result) in to_commit.iter().zip(results) {
+                for ((i, _), result) in to_commit.iter().zip(results) {
                     match result {
                         Ok(applied) => self.record_applied(&mut items[*i], applied, round),
                         Err(e) => self.failed(&mut items[*i], e, round),
@@ -362,7 +412,7 @@ impl<H: Handler> Runtime<H> {
                 }
             }
             Err(e) => {
-                let indices: Vec<usize> = to_commit.iter().map(|(i, _, _)| *i).collect();
+                let indices: Vec<usize> = to_commit.iter().map(|(i, _)| *i).collect();
                 self.all_failed(items, &indices, e, round);
             }
         }
@@ -370,7 +420,7 @@ impl<H: Handler> Runtime<H> {
 
     /// An event's apply failed with `error`: a dependency down makes the
     /// round wait; otherwise the event spends a retry or is dead-lettered.
-    fn failed(&self, item: &mut Item, error: ProcessingError, round: &mut Round) {
+    fn failed(&self, item: &mut Item<'_>, error: ProcessingError, round: &mut Round) {
         match classify(&error) {
             FailureClass::DependencyDown(_) => {
                 round.down.get_or_insert(error);
@@ -382,7 +432,7 @@ impl<H: Handler> Runtime<H> {
     /// A round trip for the events at `indices` failed as a whole.
     fn all_failed(
         &self,
-        items: &mut [Item],
+        items: &mut [Item<'_>],
         indices: &[usize],
         error: ProcessingError,
         round: &mut Round,
@@ -403,7 +453,7 @@ impl<H: Handler> Runtime<H> {
     /// when none is left); any other class dead-letters it at once.
     fn failed_with(
         &self,
-        item: &mut Item,
+        item: &mut Item<'_>,
         class: FailureClass,
         error: &ProcessingError,
         round: &mut Round,
@@ -416,7 +466,7 @@ impl<H: Handler> Runtime<H> {
         }
     }
 
-    fn record_applied(&self, item: &mut Item, applied: Applied, round: &mut Round) {
+    fn record_applied(&self, item: &mut Item<'_>, applied: Applied, round: &mut Round) {
         match applied {
             Applied::Applied => item.outcome = Some(Outcome::Processed),
             Applied::AlreadyDone => item.outcome = Some(Outcome::Duplicate),
@@ -482,7 +532,7 @@ impl<H: Handler> Runtime<H> {
             .collect())
     }
 
-    fn dead(&self, item: &Item, class: FailureClass, error: String, attempts: u32) -> Outcome {
+    fn dead(&self, item: &Item<'_>, class: FailureClass, error: String, attempts: u32) -> Outcome {
         debug!(
             topic = item.message.topic(),
             partition = item.message.partition(),
@@ -492,7 +542,7 @@ impl<H: Handler> Runtime<H> {
             "to the dead-letter topic"
         );
         Outcome::Dead(DeadLetter {
-            message: item.message.clone(),
+            message: item.message.detach(),
             class,
             error,
             attempts,
@@ -500,7 +550,7 @@ impl<H: Handler> Runtime<H> {
     }
 
     /// Step 4: the batch's dead letters, confirmed by the broker before offsets move.
-    async fn dead_letter(&self, items: &[Item]) -> Result<(), Abandoned> {
+    async fn dead_letter(&self, items: &[Item<'_>]) -> Result<(), Abandoned> {
         let mut attempt = 0;
         let mut sent = vec![false; items.len()];
         let mut waited_on = None;

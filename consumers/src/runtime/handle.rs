@@ -4,8 +4,7 @@
 //! the events after it wait and order holds.
 
 use opal_schemas::Event;
-use rdkafka::message::{Message, OwnedMessage};
-use tracing::{Instrument, debug, info_span, warn};
+use tracing::{Instrument, debug, debug_span, warn};
 
 use crate::classify::{FailureClass, ProcessingError, classify};
 use crate::handler::{Effects, Handler, HandlerError, Source};
@@ -33,50 +32,70 @@ pub(super) enum Handled {
     Retry(ProcessingError),
 }
 
-/// One event of a partition, as handed to [`Runtime::handle_partition`]: its
-/// index in the batch, the event, its record, and the retries it has spent.
-pub(super) type PartitionEvent = (usize, Event, OwnedMessage, u32);
+/// One event of a partition, as handed to [`Runtime::handle_partition`]:
+/// lent from the batch, not copied.
+pub(super) struct PartitionEvent<'a> {
+    /// Its index in the batch.
+    pub index: usize,
+    pub event: &'a Event,
+    /// Where its record was read.
+    pub topic: &'a str,
+    pub partition: i32,
+    pub offset: i64,
+    /// The retries it has spent so far.
+    pub spent: u32,
+}
 
 impl<H: Handler> Runtime<H> {
     /// Handles one partition's events in order. Stops at the first event that
     /// cannot settle now (a dependency down, parked, a conflict, a retry to
     /// come): the events after it stay pending so order holds. Returns each
-    /// handled event with the retries it has spent in all.
+    /// handled event's index with the retries it has spent in all.
     pub(super) async fn handle_partition(
         &self,
-        events: Vec<PartitionEvent>,
-    ) -> Vec<(usize, Event, Handled, u32)> {
+        events: Vec<PartitionEvent<'_>>,
+    ) -> Vec<(usize, Handled, u32)> {
         let mut out = Vec::with_capacity(events.len());
-        let Some((_, _, first, _)) = events.first() else {
+        let Some(first) = events.first() else {
             return out;
         };
-        let partitions = self.partition_count(first.topic(), first.partition()).await;
-        for (i, event, message, spent) in events {
+        let partitions = self.partition_count(first.topic, first.partition).await;
+        for PartitionEvent {
+            index: i,
+            event,
+            topic,
+            partition,
+            offset,
+            spent,
+        } in events
+        {
             let source = Source {
-                topic: message.topic().to_owned(),
-                partition: message.partition(),
-                offset: message.offset(),
+                topic: topic.to_owned(),
+                partition,
+                offset,
                 partitions,
             };
-            let span = info_span!(
+            // Per-event spans cost their fields' formatting on every event:
+            // debug level only (warnings below still carry the record's place).
+            let span = debug_span!(
                 "event",
                 event_id = %event.envelope().event_id,
                 correlation_id = %event.envelope().correlation_id,
-                topic = message.topic(),
-                partition = message.partition(),
-                offset = message.offset(),
+                topic,
+                partition,
+                offset,
             );
             let mut conflicts = 0;
             let mut spent = spent;
             let handled = loop {
                 let mut handled = self
-                    .handle_with_retries(&event, &source, &mut spent)
+                    .handle_with_retries(event, &source, &mut spent)
                     .instrument(span.clone())
                     .await;
                 if let (true, Handled::Effects(effects)) =
                     (self.handler.reads_own_state(), &handled)
                 {
-                    handled = match self.commit_effects(&[(&event, effects)]).await {
+                    handled = match self.commit_effects(&[(event, effects)]).await {
                         Ok(mut results) => match results.pop() {
                             Some(Ok(applied)) => Handled::Committed(applied),
                             Some(Err(e)) => self.apply_failed(e, &mut spent),
@@ -94,7 +113,16 @@ impl<H: Handler> Runtime<H> {
                     }
                     // Redis refused its state change: on fresh state, after a backoff.
                     Handled::Retry(e) => {
-                        warn!(parent: &span, attempt = spent, error = %e, "transient failure; retrying");
+                        warn!(
+                            parent: &span,
+                            event_id = %event.envelope().event_id,
+                            topic,
+                            partition,
+                            offset,
+                            attempt = spent,
+                            error = %e,
+                            "transient failure; retrying"
+                        );
                         tokio::time::sleep(self.args.backoff(spent)).await;
                     }
                     _ => break handled,
@@ -109,7 +137,7 @@ impl<H: Handler> Runtime<H> {
                         Applied::Conflict | Applied::LeaseLost | Applied::Deferred
                     )
             );
-            out.push((i, event, handled, spent));
+            out.push((i, handled, spent));
             if stop {
                 break;
             }
@@ -136,7 +164,15 @@ impl<H: Handler> Runtime<H> {
             };
             match classify(&error) {
                 FailureClass::Transient if self.spend_retry(spent) => {
-                    warn!(attempt = *spent, error = %error, "transient failure; retrying");
+                    warn!(
+                        event_id = %event.envelope().event_id,
+                        topic = source.topic,
+                        partition = source.partition,
+                        offset = source.offset,
+                        attempt = *spent,
+                        error = %error,
+                        "transient failure; retrying"
+                    );
                     tokio::time::sleep(self.args.backoff(*spent)).await;
                 }
                 FailureClass::DependencyDown(_) => return Handled::Down(error),

@@ -35,6 +35,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use futures::FutureExt;
 use opal_producers::{Publisher, PublisherConfig};
 use opal_schemas::Codec;
 use rdkafka::config::ClientConfig;
@@ -242,8 +243,9 @@ impl<H: Handler> Runtime<H> {
                 _ = self.cancel.cancelled() => break,
                 message = self.consumer.recv() => message,
             };
+            // Records stay borrowed from the client (no copy) until their batch is done.
             let first = match first {
-                Ok(m) => m.detach(),
+                Ok(m) => m,
                 Err(e) => match self.poll_failed(&e) {
                     PollFailure::Transient => continue,
                     PollFailure::Fatal(reason) => {
@@ -254,8 +256,15 @@ impl<H: Handler> Runtime<H> {
             };
             let mut batch = vec![first];
             while batch.len() < self.args.max_batch {
-                match tokio::time::timeout(Duration::from_millis(2), self.consumer.recv()).await {
-                    Ok(Ok(m)) => batch.push(m.detach()),
+                // Records already fetched are taken without arming a timer each.
+                let next = match self.consumer.recv().now_or_never() {
+                    Some(next) => Ok(next),
+                    None => {
+                        tokio::time::timeout(Duration::from_millis(2), self.consumer.recv()).await
+                    }
+                };
+                match next {
+                    Ok(Ok(m)) => batch.push(m),
                     // The batch in hand is processed; a fatal error is seen at the next poll.
                     Ok(Err(e)) => {
                         if let PollFailure::Fatal(reason) = self.poll_failed(&e) {
