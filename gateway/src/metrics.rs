@@ -85,6 +85,9 @@ impl GatewayMetrics {
         registry.register(Box::new(webhook_failures.clone()))?;
         registry.register(Box::new(route_paused.clone()))?;
         registry.register(Box::new(reloads.clone()))?;
+        for outcome in ["applied", "refused"] {
+            reloads.with_label_values(&[outcome]);
+        }
         Ok(GatewayMetrics {
             delivered,
             failed,
@@ -94,6 +97,20 @@ impl GatewayMetrics {
             route_paused,
             reloads,
         })
+    }
+
+    /// Makes `route`'s series exist at 0 from its start, so rates and
+    /// alerts see a route that has delivered nothing yet.
+    pub fn touch_route(&self, route: &str, sink: &str) {
+        for counter in [&self.delivered, &self.failed, &self.dropped] {
+            counter.with_label_values(&[route, sink]);
+        }
+        if sink == "webhook" {
+            for reason in ["unreachable", "failed"] {
+                self.webhook_failures.with_label_values(&[route, reason]);
+            }
+            self.route_paused.with_label_values(&[route]).set(0);
+        }
     }
 
     /// Counts one delivered event of `route` whose event time was `event_millis`.

@@ -158,6 +158,7 @@ impl RouteSupervisor {
         if config.start == Start::Latest {
             start_new_group_at_end(&args.kafka, &group, &topics).await?;
         }
+        self.metrics.touch_route(&route.name, "webhook");
         let cancel = self.cancel.child_token();
         let sender = Arc::new(
             WebhookSender::new(config.clone())
