@@ -255,6 +255,20 @@ batch_size = 10
     }
 
     #[test]
+    fn the_readme_examples_parse() {
+        let readme = include_str!("../../README.md");
+        let start = readme
+            .find("The seed's three examples:\n\n```toml\n")
+            .expect("the README's examples");
+        let block = &readme[start..];
+        let block = &block[block.find("```toml\n").expect("block") + 8..];
+        let block = &block[..block.find("```").expect("end of block")];
+        let routes = parse(block, "README.md").expect("the README's examples are valid");
+        let names: Vec<&str> = routes.iter().map(|r| r.name.as_str()).collect();
+        assert_eq!(names, ["assistant", "acme-decisions", "degraded-alerts"]);
+    }
+
+    #[test]
     fn the_secret_is_not_in_errors() {
         let text = "[[route]]\nname = \"a\"\npatterns = [\"#\"]\n[route.webhook]\nurl = \"http://x\"\nsecret = \"whsec_bad secret\"\n";
         let e = parse(text, "t").expect_err("refused").to_string();

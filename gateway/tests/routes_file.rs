@@ -92,6 +92,17 @@ async fn sighup_refuses_a_bad_file_keeping_the_routes_and_applies_a_corrected_on
     assert!(error.contains(&format!("line {bad_line}")), "{error}");
     assert!(error.contains("equals"), "{error}");
     assert!(!error.contains(&secret), "{error}");
+    let shown = reqwest::get(gateway.url("/health/routes"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(shown.contains("\"first\""), "{shown}");
+    assert!(
+        !shown.contains(&secret[6..]),
+        "the secret is never shown: {shown}"
+    );
     let ids = stack
         .publish(EventType::DecisionDegraded, 10, 2, "scope")
         .await;
