@@ -81,6 +81,8 @@ impl WebhookSender {
     pub fn new(config: WebhookConfig) -> Result<Self, String> {
         config.validate()?;
         let client = reqwest::Client::builder()
+            // A 3xx is an answer, not a 2xx: the event is not followed elsewhere.
+            .redirect(reqwest::redirect::Policy::none())
             .timeout(config.timeout())
             .connect_timeout(config.timeout().min(Duration::from_secs(5)))
             .build()
@@ -119,6 +121,9 @@ impl WebhookSender {
             .body(message.body.clone())
             .send()
             .await;
+        // A webhook URL often carries a token (a path or query secret): errors
+        // are logged and written to DLQ headers without it.
+        let response = response.map_err(reqwest::Error::without_url);
         match response {
             Ok(r) if r.status().is_success() => Ok(()),
             Ok(r) => Err(SendError::Failed(format!("HTTP {}", r.status()))),
@@ -167,4 +172,30 @@ fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
         source = s.source();
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::webhook::WebhookSecret;
+
+    #[tokio::test]
+    async fn an_unreachable_receiver_is_told_apart_and_its_url_token_is_not_repeated() {
+        // Port 1 on loopback: nothing listens, the connection is refused.
+        let secret =
+            WebhookSecret::parse("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw").expect("secret");
+        let sender = WebhookSender::new(WebhookConfig::new(
+            "http://127.0.0.1:1/hook?token=s3cret",
+            secret,
+        ))
+        .expect("sender");
+        let event =
+            opal_schemas::samples::default_example(opal_schemas::EventType::DecisionDegraded);
+        let error = sender
+            .send_once(&Message::of(&[&event]))
+            .await
+            .expect_err("refused");
+        assert!(matches!(error, SendError::Unreachable(_)), "{error:?}");
+        assert!(!error.to_string().contains("s3cret"), "{error}");
+    }
 }
