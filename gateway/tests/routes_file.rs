@@ -144,6 +144,25 @@ async fn sighup_refuses_a_bad_file_keeping_the_routes_and_applies_a_corrected_on
         2,
         "one refused, one applied"
     );
+
+    // SIGTERM: every route runtime and the gateway's own drain, commit and exit 0.
+    let status = Command::new("kill")
+        .args(["-TERM", &gateway.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let deadline = std::time::Instant::now() + LONG;
+    let exit = loop {
+        if let Some(exit) = gateway.child.try_wait().unwrap() {
+            break exit;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no exit after SIGTERM"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(exit.code(), Some(0), "a clean drain");
 }
 
 /// The routes file the gateway was started with (its `--routes` argument).
