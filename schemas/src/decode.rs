@@ -7,6 +7,12 @@
 //! order into the struct. It only serves writer schemas whose canonical form
 //! is our reader schema's: an older writer schema needs Avro's resolution
 //! rules (defaults, promotions, enum symbols), which stay on apache-avro.
+//!
+//! The typed events flatten their envelope (`#[serde(flatten)]`), which makes
+//! serde buffer every field of the record before building the struct; the
+//! flat mirrors below read the record's fields directly and move them into
+//! the typed event (a struct literal, so a field added to an event and not
+//! here fails to compile).
 
 use std::io::BufRead;
 
@@ -16,6 +22,137 @@ use serde_avro_fast::de::DeserializerState;
 use serde_avro_fast::de::read::SliceRead;
 
 use crate::catalog::{Event, EventType};
+use crate::events::*;
+
+/// For each event type, a struct with the envelope's fields inline, read by
+/// serde as the record it is, and its conversion into the typed event.
+macro_rules! flat_mirrors {
+    ($( $ty:ident { $( $field:ident : $fty:ty ),* $(,)? } )*) => {
+        mod flat {
+            use std::collections::BTreeMap;
+
+            use serde::Deserialize;
+
+            use crate::events::*;
+
+            $(
+                #[derive(Deserialize)]
+                pub(super) struct $ty {
+                    pub event_id: String,
+                    pub correlation_id: String,
+                    pub schema_version: i32,
+                    pub timestamp: i64,
+                    pub source_system: String,
+                    pub environment: Environment,
+                    $( pub $field: $fty, )*
+                }
+            )*
+        }
+
+        $(
+            impl From<flat::$ty> for $ty {
+                fn from(f: flat::$ty) -> Self {
+                    $ty {
+                        envelope: Envelope {
+                            event_id: f.event_id,
+                            correlation_id: f.correlation_id,
+                            schema_version: f.schema_version,
+                            timestamp: f.timestamp,
+                            source_system: f.source_system,
+                            environment: f.environment,
+                        },
+                        $( $field: f.$field, )*
+                    }
+                }
+            }
+        )*
+
+        /// Reads one body of `event_type` through its flat mirror.
+        fn read_event(reader: &FastReader, event_type: EventType, body: &[u8]) -> Result<Event, String> {
+            Ok(match event_type {
+                $( EventType::$ty => Event::$ty(reader.read::<flat::$ty>(body)?.into()), )*
+            })
+        }
+    };
+}
+
+flat_mirrors! {
+    WorkflowStarted {
+        workflow_id: String,
+        session_id: String,
+        client_name: String,
+        workflow_name: String,
+        preferences: BTreeMap<String, String>,
+        estimated_duration_ms: Option<i64>,
+    }
+    AgentCompleted {
+        workflow_id: String,
+        agent_id: String,
+        offset: i32,
+        execution_status: ExecutionStatus,
+        processing_time_ms: i64,
+        agent_data: AgentData,
+        error: Option<String>,
+        model_version: Option<String>,
+    }
+    WorkflowCompleted {
+        workflow_id: String,
+        client_name: String,
+        status: WorkflowStatus,
+        total_duration_ms: i64,
+        agents_total: i32,
+        agents_failed: i32,
+    }
+    DecisionGenerated {
+        decision_id: String,
+        workflow_id: String,
+        client_name: String,
+        model_version: String,
+        recommendations: Vec<Recommendation>,
+    }
+    KnowledgeUpserted {
+        knowledge_id: String,
+        client_name: String,
+        kind: String,
+        content_hash: String,
+        tags: Vec<String>,
+    }
+    DecisionDegraded {
+        scope: String,
+        client_name: Option<String>,
+        metric: String,
+        observed: f64,
+        threshold: f64,
+        window_start: i64,
+        window_end: i64,
+        sample_size: i64,
+        reason: String,
+    }
+    UserPreferencesUpdated {
+        client_name: String,
+        preferred_categories: Vec<String>,
+        excluded_categories: Vec<String>,
+        min_confidence: f64,
+    }
+    FeedbackSubmitted {
+        feedback_id: String,
+        decision_id: String,
+        recommendation_id: String,
+        client_name: String,
+        rating: i32,
+        accepted: bool,
+        comment: Option<String>,
+    }
+    ForecastGenerated {
+        forecast_id: String,
+        series: String,
+        model: String,
+        bucket_ms: i64,
+        generated_at: i64,
+        points: Vec<ForecastPoint>,
+        mae: Option<f64>,
+    }
+}
 
 /// A writer schema equal to our reader schema, parsed for serde_avro_fast.
 #[derive(Debug)]
@@ -33,17 +170,7 @@ impl FastReader {
 
     /// Reads one body of `event_type` (the whole body: left-over bytes are an error).
     pub(crate) fn decode(&self, event_type: EventType, body: &[u8]) -> Result<Event, String> {
-        Ok(match event_type {
-            EventType::WorkflowStarted => Event::WorkflowStarted(self.read(body)?),
-            EventType::AgentCompleted => Event::AgentCompleted(self.read(body)?),
-            EventType::WorkflowCompleted => Event::WorkflowCompleted(self.read(body)?),
-            EventType::DecisionGenerated => Event::DecisionGenerated(self.read(body)?),
-            EventType::KnowledgeUpserted => Event::KnowledgeUpserted(self.read(body)?),
-            EventType::DecisionDegraded => Event::DecisionDegraded(self.read(body)?),
-            EventType::UserPreferencesUpdated => Event::UserPreferencesUpdated(self.read(body)?),
-            EventType::FeedbackSubmitted => Event::FeedbackSubmitted(self.read(body)?),
-            EventType::ForecastGenerated => Event::ForecastGenerated(self.read(body)?),
-        })
+        read_event(self, event_type, body)
     }
 
     fn read<T: DeserializeOwned>(&self, body: &[u8]) -> Result<T, String> {
