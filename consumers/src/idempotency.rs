@@ -26,7 +26,9 @@ use redis::{RedisError, Script};
 use crate::handler::Effects;
 
 /// KEYS = idempotency keys; ARGV = token, lease ms.
-/// Per key: 1 = the lease is ours, 2 = already done, 0 = held elsewhere.
+/// One character per key: 1 = the lease is ours, 2 = already done, 0 = held
+/// elsewhere. (One string, not an array: parsing an array reply costs the
+/// client more per element than the script does.)
 const LEASE: &str = r#"
 local out = {}
 for k, key in ipairs(KEYS) do
@@ -39,19 +41,21 @@ for k, key in ipairs(KEYS) do
     else out[k] = 0 end
   end
 end
-return out
+return table.concat(out)
 "#;
 
 /// KEYS = idempotency keys; ARGV = token, done ttl (s), then per key: op count,
-/// then per op: argc, args... Per key, a string: "1" = applied and marked
+/// then per op: argc, args... Returns a string of one character per key,
+/// then the error of each "E" in it, in order: "1" = applied and marked
 /// done, "2" = already done (nothing applied), "0" = the lease is not ours
 /// (nothing applied), "3" = a guard (`OPAL.EXPECT key [value]`) failed (nothing
-/// applied, the lease kept), "E<error>" = Redis refused one of the event's
+/// applied, the lease kept), "E" = Redis refused one of the event's
 /// commands (nothing applied: its earlier commands were undone, the lease
 /// kept), "4" = deferred: an earlier event of this call was refused, so to
 /// keep each partition's order nothing after it is applied (the lease kept).
 const APPLY: &str = r#"
 local out = {}
+local errors = {}
 local i = 3
 local stopped = false
 for k, key in ipairs(KEYS) do
@@ -111,7 +115,8 @@ for k, key in ipairs(KEYS) do
           redis.call('DEL', name)
         end
       end
-      out[k] = 'E' .. refused
+      out[k] = 'E'
+      errors[#errors + 1] = refused
       stopped = true
     else
       redis.call('SET', key, 'done', 'EX', ARGV[2])
@@ -119,7 +124,8 @@ for k, key in ipairs(KEYS) do
     end
   end
 end
-return out
+table.insert(errors, 1, table.concat(out))
+return errors
 "#;
 
 /// Who may process an event.
@@ -190,7 +196,10 @@ impl Idempotency {
 
     /// `<topic prefix>opal:idempotency:<group>:<event_id>`
     pub fn key(&self, event_id: &str) -> String {
-        format!("{}{event_id}", self.prefix)
+        let mut key = String::with_capacity(self.prefix.len() + event_id.len());
+        key.push_str(&self.prefix);
+        key.push_str(event_id);
+        key
     }
 
     /// Takes the lease of every event in one round trip.
@@ -206,14 +215,14 @@ impl Idempotency {
             .arg(&self.token)
             .arg(self.lease.as_millis() as u64);
         // invoke_async sends EVALSHA and loads the script on NOSCRIPT (after a Redis restart).
-        let replies: Vec<i64> = invocation
+        let replies: Vec<u8> = invocation
             .invoke_async(&mut self.connection.clone())
             .await?;
         Ok(replies
             .into_iter()
             .map(|r| match r {
-                1 => Lease::Acquired,
-                2 => Lease::Done,
+                b'1' => Lease::Acquired,
+                b'2' => Lease::Done,
                 _ => Lease::HeldElsewhere,
             })
             .collect())
@@ -242,20 +251,24 @@ impl Idempotency {
                 }
             }
         }
-        let replies: Vec<String> = invocation
-            .invoke_async(&mut self.connection.clone())
-            .await?;
-        Ok(replies
-            .into_iter()
-            .map(|r| match r.as_str() {
-                "1" => Ok(Applied::Applied),
-                "2" => Ok(Applied::AlreadyDone),
-                "3" => Ok(Applied::Conflict),
-                "0" => Ok(Applied::LeaseLost),
-                "4" => Ok(Applied::Deferred),
-                refused => Err(Refused(
-                    refused.strip_prefix('E').unwrap_or(refused).to_owned(),
-                )),
+        let mut replies: std::vec::IntoIter<String> = invocation
+            .invoke_async::<Vec<String>>(&mut self.connection.clone())
+            .await?
+            .into_iter();
+        let codes = replies.next().unwrap_or_default();
+        Ok(codes
+            .bytes()
+            .map(|code| match code {
+                b'1' => Ok(Applied::Applied),
+                b'2' => Ok(Applied::AlreadyDone),
+                b'3' => Ok(Applied::Conflict),
+                b'0' => Ok(Applied::LeaseLost),
+                b'4' => Ok(Applied::Deferred),
+                b'E' => Err(Refused(replies.next().unwrap_or_default())),
+                other => Err(Refused(format!(
+                    "unexpected reply '{}' from the apply script",
+                    char::from(other)
+                ))),
             })
             .collect())
     }
