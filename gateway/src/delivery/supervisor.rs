@@ -164,8 +164,7 @@ impl RouteSupervisor {
             WebhookSender::new(config.clone())
                 .map_err(|e| anyhow::anyhow!("route {}: {e}", route.name))?,
         );
-        let batcher =
-            (config.batch_size > 1).then(|| Batcher::spawn(sender.clone(), cancel.clone()));
+        let batcher = (config.batch_size > 1).then(|| Batcher::spawn(sender.clone()));
         let handler = WebhookRouteHandler::new(
             route.clone(),
             config.clone(),

@@ -7,7 +7,6 @@ use std::sync::Arc;
 
 use opal_schemas::Event;
 use tokio::sync::{mpsc, oneshot};
-use tokio_util::sync::CancellationToken;
 
 use super::sender::{Message, SendError, WebhookSender};
 
@@ -19,11 +18,13 @@ pub struct Batcher {
 }
 
 impl Batcher {
-    /// Starts the batching task; it ends with `cancel` or when every handle is dropped.
-    pub fn spawn(sender: Arc<WebhookSender>, cancel: CancellationToken) -> Self {
+    /// Starts the batching task. It ends when every handle is dropped, not
+    /// at shutdown: the runtime's drain still sends the batch in hand through
+    /// it (stopping first would fail those events and spend their attempts).
+    pub fn spawn(sender: Arc<WebhookSender>) -> Self {
         let size = sender.config().batch_size;
         let (tx, rx) = mpsc::channel(size.max(16) * 2);
-        tokio::spawn(run(sender, rx, cancel));
+        tokio::spawn(run(sender, rx));
         Batcher { tx }
     }
 
@@ -38,20 +39,12 @@ impl Batcher {
     }
 }
 
-async fn run(
-    sender: Arc<WebhookSender>,
-    mut rx: mpsc::Receiver<Pending>,
-    cancel: CancellationToken,
-) {
+async fn run(sender: Arc<WebhookSender>, mut rx: mpsc::Receiver<Pending>) {
     let size = sender.config().batch_size;
     let max_wait = sender.config().max_wait();
     loop {
-        let first = tokio::select! {
-            _ = cancel.cancelled() => return,
-            first = rx.recv() => match first {
-                Some(p) => p,
-                None => return,
-            },
+        let Some(first) = rx.recv().await else {
+            return;
         };
         let mut batch = vec![first];
         let deadline = tokio::time::Instant::now() + max_wait;

@@ -179,6 +179,68 @@ mod tests {
     use super::*;
     use crate::webhook::WebhookSecret;
 
+    /// A receiver on a free port answering `status` after `delay_ms`.
+    async fn receiver(status: u16, delay_ms: u64) -> String {
+        let app = axum::Router::new().route(
+            "/hook",
+            axum::routing::post(move || async move {
+                tokio::time::sleep(std::time::Duration::from_millis(delay_ms)).await;
+                axum::http::StatusCode::from_u16(status).unwrap_or_default()
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        format!("http://127.0.0.1:{port}/hook")
+    }
+
+    fn sender(url: &str, timeout_ms: u64) -> WebhookSender {
+        let secret =
+            WebhookSecret::parse("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw").expect("secret");
+        let mut config = WebhookConfig::new(url, secret);
+        config.timeout_ms = timeout_ms;
+        WebhookSender::new(config).expect("sender")
+    }
+
+    fn event() -> opal_schemas::Event {
+        opal_schemas::samples::default_example(opal_schemas::EventType::DecisionDegraded)
+    }
+
+    #[tokio::test]
+    async fn only_a_2xx_in_time_is_a_delivery() {
+        let e = event();
+        let message = Message::of(&[&e]);
+        assert_eq!(
+            sender(&receiver(204, 0).await, 2_000)
+                .send_once(&message)
+                .await,
+            Ok(())
+        );
+        let slow = sender(&receiver(200, 3_000).await, 200)
+            .send_once(&message)
+            .await;
+        assert_eq!(
+            slow,
+            Err(SendError::Failed("no answer within 200 ms".into()))
+        );
+        let moved = sender(&receiver(308, 0).await, 2_000)
+            .send_once(&message)
+            .await;
+        assert!(
+            matches!(&moved, Err(SendError::Failed(m)) if m.contains("308")),
+            "{moved:?}"
+        );
+        let failing = sender(&receiver(500, 0).await, 2_000)
+            .send_once(&message)
+            .await;
+        assert!(
+            matches!(&failing, Err(SendError::Failed(m)) if m.contains("500")),
+            "{failing:?}"
+        );
+    }
+
     #[tokio::test]
     async fn an_unreachable_receiver_is_told_apart_and_its_url_token_is_not_repeated() {
         // Port 1 on loopback: nothing listens, the connection is refused.
