@@ -5,10 +5,14 @@
 use std::sync::{Arc, RwLock};
 use std::time::Instant;
 
+use prometheus::{Histogram, IntCounter};
+use tokio::sync::OnceCell;
+
 use futures::future::join_all;
+use opal_schemas::codec::encode_into;
 use opal_schemas::events::*;
 use opal_schemas::samples::current_version;
-use opal_schemas::{Codec, Envelope, Event, EventType, validate};
+use opal_schemas::{Codec, CodecError, Envelope, Event, EventType, validate};
 use rdkafka::ClientConfig;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
@@ -41,14 +45,21 @@ pub struct Delivery {
 pub type Result<T, E = PublishError> = std::result::Result<T, E>;
 
 /// An event ready to send: envelope filled, validated, encoded.
-struct Prepared {
-    event_id: String,
-    correlation_id: String,
-    event_type: EventType,
-    topic: String,
-    key: String,
+struct Prepared<'r> {
+    event: Event,
+    route: &'r Route,
     bytes: Vec<u8>,
+}
+
+/// What every event of one type shares, resolved on its first publish
+/// instead of per event: the topic, our schema's id there (and its header
+/// value), and the metric handles under the topic label.
+struct Route {
+    topic: String,
     schema_id: u32,
+    schema_id_header: String,
+    published: IntCounter,
+    latency: Histogram,
 }
 
 pub struct Publisher {
@@ -58,6 +69,9 @@ pub struct Publisher {
     producer: RwLock<FutureProducer>,
     codec: Arc<Codec>,
     metrics: PublishMetrics,
+    /// Indexed by `EventType as usize`. A failed registry lookup leaves the
+    /// cell empty, so the next publish asks again (as the codec does).
+    routes: [OnceCell<Route>; EventType::ALL.len()],
 }
 
 macro_rules! typed_publish {
@@ -120,6 +134,7 @@ impl Publisher {
             producer: RwLock::new(producer),
             codec,
             metrics,
+            routes: Default::default(),
         })
     }
 
@@ -139,10 +154,8 @@ impl Publisher {
     /// An envelope with a fresh event id, for callers building events by hand.
     pub fn new_envelope(&self, correlation_id: Option<&str>) -> Envelope {
         Envelope {
-            event_id: uuid::Uuid::new_v4().to_string(),
-            correlation_id: correlation_id
-                .map(str::to_owned)
-                .unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
+            event_id: new_id(),
+            correlation_id: correlation_id.map_or_else(new_id, str::to_owned),
             schema_version: 1,
             timestamp: opal_schemas::now_millis(),
             source_system: self.config.source_system.clone(),
@@ -157,10 +170,10 @@ impl Publisher {
         let source_system = &self.config.source_system;
         let envelope = event.envelope_mut();
         if envelope.event_id.is_empty() {
-            envelope.event_id = uuid::Uuid::new_v4().to_string();
+            envelope.event_id = new_id();
         }
         if envelope.correlation_id.is_empty() {
-            envelope.correlation_id = uuid::Uuid::new_v4().to_string();
+            envelope.correlation_id = new_id();
         }
         if envelope.timestamp == 0 {
             envelope.timestamp = opal_schemas::now_millis();
@@ -172,33 +185,50 @@ impl Publisher {
         envelope.schema_version = current_version(event_type);
     }
 
+    /// The route of `event_type`, asking the registry for our schema's id on
+    /// first use.
+    async fn route(&self, event_type: EventType) -> Result<&Route, CodecError> {
+        self.routes[event_type as usize]
+            .get_or_try_init(|| async {
+                let topic = self.topic(event_type);
+                let schema_id = self.codec.schema_id(event_type, &topic).await?;
+                let labels = [topic.as_str()];
+                Ok(Route {
+                    schema_id,
+                    schema_id_header: schema_id.to_string(),
+                    published: self.metrics.published.with_label_values(&labels),
+                    latency: self.metrics.latency.with_label_values(&labels),
+                    topic,
+                })
+            })
+            .await
+    }
+
     /// Fills, validates and encodes without sending: what `publish` does before
     /// Kafka sees anything. Invalid events fail here.
-    async fn prepare(&self, mut event: Event) -> Result<Prepared> {
+    async fn prepare(&self, mut event: Event) -> Result<Prepared<'_>> {
         self.fill_envelope(&mut event);
         let event_type = event.event_type();
-        let topic = self.topic(event_type);
+        // Failures are rare: the topic label is built only for them.
         let failed = |e: PublishError| {
             self.metrics
                 .errors
-                .with_label_values(&[&topic, e.reason()])
+                .with_label_values(&[&self.topic(event_type), e.reason()])
                 .inc();
             e
         };
         validate(&event).map_err(|source| failed(PublishError::Invalid { event_type, source }))?;
-        let (bytes, schema_id) = self
-            .codec
-            .encode(&event, &topic)
+        let route = self
+            .route(event_type)
             .await
             .map_err(|e| failed(PublishError::from_codec(event_type, e)))?;
+        let mut bytes = Vec::with_capacity(256);
+        encode_into(&event, route.schema_id, &mut bytes)
+            .map_err(|e| failed(PublishError::from_codec(event_type, e)))?;
         Ok(Prepared {
-            event_id: event.envelope().event_id.clone(),
-            correlation_id: event.envelope().correlation_id.clone(),
-            event_type,
-            key: event.key().to_owned(),
-            topic,
+            event,
+            route,
             bytes,
-            schema_id,
         })
     }
 
@@ -241,28 +271,28 @@ impl Publisher {
     }
 
     /// Hands the record to librdkafka, waiting briefly while its queue is full.
-    async fn enqueue(&self, p: &Prepared) -> Result<DeliveryFuture> {
+    async fn enqueue(&self, p: &Prepared<'_>) -> Result<DeliveryFuture> {
         let producer = self.current_producer();
-        let schema_id = p.schema_id.to_string();
-        let headers = OwnedHeaders::new()
+        let envelope = p.event.envelope();
+        let headers = OwnedHeaders::new_with_capacity(4)
             .insert(Header {
                 key: headers::EVENT_ID,
-                value: Some(&p.event_id),
+                value: Some(&envelope.event_id),
             })
             .insert(Header {
                 key: headers::CORRELATION_ID,
-                value: Some(&p.correlation_id),
+                value: Some(&envelope.correlation_id),
             })
             .insert(Header {
                 key: headers::EVENT_TYPE,
-                value: Some(p.event_type.name()),
+                value: Some(p.event.event_type().name()),
             })
             .insert(Header {
                 key: headers::SCHEMA_ID,
-                value: Some(&schema_id),
+                value: Some(&p.route.schema_id_header),
             });
-        let mut record = FutureRecord::to(&p.topic)
-            .key(&p.key)
+        let mut record = FutureRecord::to(&p.route.topic)
+            .key(p.event.key())
             .payload(&p.bytes)
             .headers(headers);
         let deadline = Instant::now() + self.config.delivery_timeout();
@@ -276,14 +306,14 @@ impl Publisher {
                     producer.poll(Timeout::After(std::time::Duration::from_millis(10)));
                     tokio::task::yield_now().await;
                 }
-                Err((e, _)) => return Err(self.delivery_failed(&p.topic, e)),
+                Err((e, _)) => return Err(self.delivery_failed(&p.route.topic, e)),
             }
         }
     }
 
     async fn settle(
         &self,
-        p: Prepared,
+        p: Prepared<'_>,
         future: DeliveryFuture,
         started: Instant,
     ) -> Result<Delivery> {
@@ -292,23 +322,24 @@ impl Publisher {
             Ok(Err((e, _))) => Err(e),
             Err(_canceled) => Err(KafkaError::Canceled),
         };
+        let Prepared {
+            mut event, route, ..
+        } = p;
         match outcome {
             Ok(delivery) => {
-                self.metrics.published.with_label_values(&[&p.topic]).inc();
-                self.metrics
-                    .latency
-                    .with_label_values(&[&p.topic])
-                    .observe(started.elapsed().as_secs_f64());
-                debug!(event_id = %p.event_id, correlation_id = %p.correlation_id, topic = %p.topic, partition = delivery.partition, offset = delivery.offset, "published");
+                route.published.inc();
+                route.latency.observe(started.elapsed().as_secs_f64());
+                let envelope = event.envelope_mut();
+                debug!(event_id = %envelope.event_id, correlation_id = %envelope.correlation_id, topic = %route.topic, partition = delivery.partition, offset = delivery.offset, "published");
                 Ok(Delivery {
-                    event_id: p.event_id,
-                    topic: p.topic,
+                    event_id: std::mem::take(&mut envelope.event_id),
+                    topic: route.topic.clone(),
                     partition: delivery.partition,
                     offset: delivery.offset,
-                    schema_id: p.schema_id,
+                    schema_id: route.schema_id,
                 })
             }
-            Err(e) => Err(self.delivery_failed(&p.topic, e)),
+            Err(e) => Err(self.delivery_failed(&route.topic, e)),
         }
     }
 
@@ -346,4 +377,14 @@ impl Publisher {
             .flush(timeout)
             .map_err(PublishError::BrokerRetriable)
     }
+}
+
+/// A fresh event id: a v4 UUID, hyphenated and lower case (written through
+/// a stack buffer rather than `Display`'s formatter).
+fn new_id() -> String {
+    let mut buf = uuid::Uuid::encode_buffer();
+    uuid::Uuid::new_v4()
+        .hyphenated()
+        .encode_lower(&mut buf)
+        .to_owned()
 }
