@@ -69,12 +69,33 @@ impl PerfResult {
     }
 }
 
-fn event_for(options: &PerfOptions, publisher: &Publisher, i: u64) -> Event {
-    let mut event = default_example(options.event_type);
-    *event.envelope_mut() = publisher.new_envelope(None);
-    let key = event.key_mut();
-    *key = format!("{key}-{}", i % KEYS);
-    event
+/// The events of a typed run: one example of the type, cloned per record
+/// with its own key, its ids and time left for the publisher to fill (as an
+/// application's events arrive), so the run measures publishing rather than
+/// building the example.
+struct Events {
+    template: Event,
+    keys: Vec<String>,
+}
+
+impl Events {
+    fn new(options: &PerfOptions, publisher: &Publisher) -> Self {
+        let mut template = default_example(options.event_type);
+        let envelope = template.envelope_mut();
+        envelope.event_id.clear();
+        envelope.correlation_id.clear();
+        envelope.timestamp = 0;
+        envelope.source_system = publisher.config().source_system.clone();
+        let base = std::mem::take(template.key_mut());
+        let keys = (0..KEYS).map(|i| format!("{base}-{i}")).collect();
+        Events { template, keys }
+    }
+
+    fn get(&self, i: u64) -> Event {
+        let mut event = self.template.clone();
+        event.key_mut().clone_from(&self.keys[(i % KEYS) as usize]);
+        event
+    }
 }
 
 fn progress(options: &PerfOptions) -> ProgressBar {
@@ -103,7 +124,9 @@ fn due(start: Instant, i: u64, throughput: Option<f64>) -> Option<Instant> {
 
 /// Sends `options.num_records` events through the typed publisher.
 pub async fn run_typed(publisher: &Publisher, options: &PerfOptions) -> PerfResult {
-    let sample = event_for(options, publisher, 0);
+    let events = Events::new(options, publisher);
+    let mut sample = events.get(0);
+    publisher.fill_envelope(&mut sample);
     let record_bytes = opal_schemas::codec::encode_with_id(&sample, 1)
         .map(|b| b.len())
         .unwrap_or(0);
@@ -123,7 +146,7 @@ pub async fn run_typed(publisher: &Publisher, options: &PerfOptions) -> PerfResu
             &bar,
         )
         .await;
-        let event = event_for(options, publisher, i);
+        let event = events.get(i);
         in_flight.push(async move {
             let sent = Instant::now();
             let outcome = publisher
