@@ -1,6 +1,7 @@
 //! opal-producers: the typed event publisher, and the library behind the
 //! `opal-producer` CLI (JSON input, perf runs, the producer test suite).
 
+mod buffers;
 pub mod config;
 pub mod error;
 pub mod input;

@@ -20,6 +20,7 @@ use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
 use rdkafka::util::Timeout;
 use tracing::{debug, warn};
 
+use crate::buffers;
 use crate::config::PublisherConfig;
 use crate::error::PublishError;
 use crate::metrics::PublishMetrics;
@@ -222,7 +223,7 @@ impl Publisher {
             .route(event_type)
             .await
             .map_err(|e| failed(PublishError::from_codec(event_type, e)))?;
-        let mut bytes = Vec::with_capacity(256);
+        let mut bytes = buffers::take();
         encode_into(&event, route.schema_id, &mut bytes)
             .map_err(|e| failed(PublishError::from_codec(event_type, e)))?;
         Ok(Prepared {
@@ -234,14 +235,16 @@ impl Publisher {
 
     /// Checks an event as `publish` would, without sending it.
     pub async fn check(&self, event: Event) -> Result<()> {
-        self.prepare(event).await.map(|_| ())
+        let prepared = self.prepare(event).await?;
+        buffers::give_back(prepared.bytes);
+        Ok(())
     }
 
     /// Publishes one event and waits for its delivery report.
     pub async fn publish(&self, event: impl Into<Event>) -> Result<Delivery> {
-        let prepared = self.prepare(event.into()).await?;
+        let mut prepared = self.prepare(event.into()).await?;
         let started = Instant::now();
-        let future = self.enqueue(&prepared).await?;
+        let future = self.enqueue(&mut prepared).await?;
         self.settle(prepared, future, started).await
     }
 
@@ -253,9 +256,9 @@ impl Publisher {
         let mut pending = Vec::with_capacity(prepared.len());
         for p in prepared {
             pending.push(match p {
-                Ok(p) => {
+                Ok(mut p) => {
                     let started = Instant::now();
-                    match self.enqueue(&p).await {
+                    match self.enqueue(&mut p).await {
                         Ok(future) => Ok((p, future, started)),
                         Err(e) => Err(e),
                     }
@@ -271,7 +274,7 @@ impl Publisher {
     }
 
     /// Hands the record to librdkafka, waiting briefly while its queue is full.
-    async fn enqueue(&self, p: &Prepared<'_>) -> Result<DeliveryFuture> {
+    async fn enqueue(&self, p: &mut Prepared<'_>) -> Result<DeliveryFuture> {
         let producer = self.current_producer();
         let envelope = p.event.envelope();
         let headers = OwnedHeaders::new_with_capacity(4)
@@ -296,9 +299,9 @@ impl Publisher {
             .payload(&p.bytes)
             .headers(headers);
         let deadline = Instant::now() + self.config.delivery_timeout();
-        loop {
+        let future = loop {
             match producer.send_result(record) {
-                Ok(future) => return Ok(future),
+                Ok(future) => break future,
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back))
                     if Instant::now() < deadline =>
                 {
@@ -308,7 +311,10 @@ impl Publisher {
                 }
                 Err((e, _)) => return Err(self.delivery_failed(&p.route.topic, e)),
             }
-        }
+        };
+        // librdkafka copied the payload: the buffer can serve the next event.
+        buffers::give_back(std::mem::take(&mut p.bytes));
+        Ok(future)
     }
 
     async fn settle(
