@@ -17,10 +17,10 @@
 //! `Transient`, so the pause is bounded.
 //!
 //! The runtime's Redis done-marks are kept per group
-//! (`opal-gateway.<route>`), written as soon as each POST answered
-//! ([`opal_consumers::Handler::reads_own_state`]): after a crash only the
-//! events in flight are POSTed again. `POST /replay` does not go through the
-//! runtime, so they never make a replay skip an event.
+//! (`opal-gateway.<route>`), written once per poll batch: after a crash the
+//! events of the unfinished batch are POSTed again (at least once), those of
+//! settled batches are not. `POST /replay` does not go through the runtime,
+//! so they never make a replay skip an event.
 //!
 //! [`supervisor`] starts, stops and restarts route runtimes as reloads
 //! change the routes; [`start`] places a new route's group at the end of its

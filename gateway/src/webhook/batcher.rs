@@ -1,5 +1,6 @@
 //! Gathers events handed in concurrently into one POST: a batch goes when it
-//! has `batch_size` events or its first event has waited `max_wait_ms`.
+//! has `batch_size` events, when no event came for 2 ms, or when its first
+//! event has waited `max_wait_ms`.
 //! Each caller gets the outcome of the POST that carried its event, so an
 //! event's offset is stored only once its own batch was answered.
 
@@ -9,6 +10,10 @@ use opal_schemas::Event;
 use tokio::sync::{mpsc, oneshot};
 
 use super::sender::{Message, SendError, WebhookSender};
+
+/// A batch goes once no event came for this long (or it is full, or
+/// `max_wait_ms` is over).
+const IDLE: std::time::Duration = std::time::Duration::from_millis(2);
 
 type Pending = (Event, oneshot::Sender<Result<(), SendError>>);
 
@@ -49,7 +54,12 @@ async fn run(sender: Arc<WebhookSender>, mut rx: mpsc::Receiver<Pending>) {
         let mut batch = vec![first];
         let deadline = tokio::time::Instant::now() + max_wait;
         while batch.len() < size {
-            match tokio::time::timeout_at(deadline, rx.recv()).await {
+            // Callers hand events in together (each partition's handler its
+            // next one once the previous batch answered): a pause means no
+            // more are coming soon, so the batch goes without waiting out
+            // max_wait, which would cap a route at a batch per max_wait.
+            let until = deadline.min(tokio::time::Instant::now() + IDLE);
+            match tokio::time::timeout_at(until, rx.recv()).await {
                 Ok(Some(p)) => batch.push(p),
                 Ok(None) | Err(_) => break,
             }
