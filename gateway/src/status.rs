@@ -1,6 +1,6 @@
-//! `GET /health/routes`: the routes in force (name, sink, patterns; a
-//! webhook's URL without any password, never its secret) and the last
-//! reload's outcome.
+//! `GET /health/routes`: the routes in force (name, sink, selector; a
+//! webhook's origin only, since its path, query or user info often carry a
+//! token; never its secret) and the last reload's outcome.
 
 use axum::Router;
 use axum::extract::State;
@@ -24,11 +24,8 @@ async fn routes(State((table, status)): State<(RouteTable, ReloadStatus)>) -> ax
         .iter()
         .map(|r| {
             let url = match &r.sink {
-                Sink::Webhook(w) => Some(opal_schemas::redact_url_password(&w.url)),
-                Sink::WebSocket(ws) => ws
-                    .fallback_webhook
-                    .as_ref()
-                    .map(|w| opal_schemas::redact_url_password(&w.url)),
+                Sink::Webhook(w) => Some(origin(&w.url)),
+                Sink::WebSocket(ws) => ws.fallback_webhook.as_ref().map(|w| origin(&w.url)),
             };
             json!({
                 "name": r.name,
@@ -39,4 +36,22 @@ async fn routes(State((table, status)): State<(RouteTable, ReloadStatus)>) -> ax
         })
         .collect();
     axum::Json(json!({"routes": routes, "last_reload": status.last()}))
+}
+
+/// `scheme://host[:port]` of a webhook URL.
+fn origin(url: &str) -> String {
+    reqwest::Url::parse(url)
+        .map(|u| u.origin().ascii_serialization())
+        .unwrap_or_else(|_| "<invalid>".to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn only_the_origin_of_a_webhook_url_is_shown() {
+        assert_eq!(
+            super::origin("https://user:pw@hooks.example.com:8443/services/T0/B0/XYZ?token=abc"),
+            "https://hooks.example.com:8443"
+        );
+    }
 }
