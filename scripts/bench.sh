@@ -29,7 +29,7 @@ RESULTS=bench/results
 mkdir -p "$RESULTS"
 
 echo "bench.sh: release build" >&2
-cargo build --release -p opal-bench --bins
+cargo build --release -p opal-bench -p opal-gateway --bins
 
 stop() { $STACK down kafka registry >/dev/null 2>&1 || true; }
 trap stop EXIT
@@ -54,6 +54,15 @@ fi
 label=current
 [ -z "$BEFORE" ] || label=after
 runs+=("$RESULTS/run.json") builds+=("$label=$TARGET_DIR/release/opal-bench")
+# The gateway: opal-gateway to one WebSocket client and one webhook receiver,
+# events/s and delivery latency p50/p95/p99 (OPAL_BENCH_GATEWAY=0 skips it;
+# OPAL_BENCH_GATEWAY_ARGS overrides its size: default 20 000 events, latency
+# at 1 000 and 10 000 events/s for 10 s).
+if [ "${OPAL_BENCH_GATEWAY:-1}" != 0 ]; then
+    echo "bench.sh: gateway" >&2
+    read -r -a GATEWAY_ARGS <<<"${OPAL_BENCH_GATEWAY_ARGS:-}"
+    "$TARGET_DIR/release/opal-bench" gateway --out "$RESULTS/gateway.json" "${GATEWAY_ARGS[@]}"
+fi
 stop
 instructions=()
 if [ "${OPAL_BENCH_INSTRUCTIONS:-1}" != 0 ]; then

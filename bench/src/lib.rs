@@ -7,8 +7,10 @@
 //! - [`pipeline`]: the opal runtime with a no-op handler.
 //! - [`run`]: one benchmark run against one broker: produce, consume, latency.
 //! - [`instructions`]: one phase on a fixed count, for callgrind's instruction counts.
+//! - [`gateway`]: opal-gateway to a WebSocket client and a webhook: events/s and latency.
 //! - [`report`]: merges runs and codec microbenchmarks into `latest.json` and a table.
 
+pub mod gateway;
 pub mod instructions;
 pub mod kafka_perf;
 pub mod pipeline;

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
-use opal_bench::{instructions, report, run};
+use opal_bench::{gateway, instructions, report, run};
 
 #[derive(Parser)]
 #[command(
@@ -25,6 +25,14 @@ enum Command {
     /// One phase on a fixed number of events, for `valgrind --tool=callgrind`
     /// (scripts/bench-instructions.sh runs it).
     Instructions(Box<InstructionsArgs>),
+    /// opal-gateway to one WebSocket client and one webhook receiver:
+    /// events/s and delivery latency; writes its result as JSON.
+    Gateway {
+        #[command(flatten)]
+        options: gateway::GatewayOptions,
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// Merges run files and criterion's codec estimates; prints markdown.
     Report {
         /// Run files from `opal-bench run`, in the order to show them.
@@ -70,6 +78,12 @@ async fn main() -> anyhow::Result<()> {
             std::fs::write(&out, serde_json::to_string_pretty(&result)?)
                 .with_context(|| format!("write {}", out.display()))?;
             println!("{}", serde_json::to_string_pretty(&result)?);
+        }
+        Command::Gateway { options, out } => {
+            let result = gateway::run(&options).await?;
+            std::fs::write(&out, serde_json::to_string_pretty(&result)?)
+                .with_context(|| format!("write {}", out.display()))?;
+            println!("{}", gateway::table(&result));
         }
         Command::Instructions(args) => {
             let InstructionsArgs {

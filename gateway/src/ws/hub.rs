@@ -262,3 +262,70 @@ impl Hub {
         self.clients.write().unwrap_or_else(|e| e.into_inner())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use opal_schemas::EventType;
+    use opal_schemas::samples::default_example;
+
+    fn live(offset: i64) -> LiveEvent {
+        let event = default_example(EventType::DecisionGenerated);
+        LiveEvent {
+            event_type: event.event_type(),
+            json: crate::event_json(&event),
+            event,
+            topic: "opal.decision.generated".to_owned(),
+            partition: 0,
+            offset,
+        }
+    }
+
+    fn own(patterns: serde_json::Value) -> Interest {
+        let selector: Selector =
+            serde_json::from_value(serde_json::json!({ "patterns": patterns })).expect("selector");
+        Interest::Own(Arc::new(selector))
+    }
+
+    #[tokio::test]
+    async fn a_full_buffer_closes_its_client_only_and_publishing_never_waits() {
+        let metrics = WsMetrics::new(&prometheus::Registry::new()).expect("metrics");
+        let hub = Hub::new(2, metrics.clone());
+        let stalled = hub.register(own(serde_json::json!(["decision.*"])));
+        let mut reading = hub.register(own(serde_json::json!(["#"])));
+        let other = hub.register(own(serde_json::json!(["workflow.*"])));
+        for offset in 0..5 {
+            hub.publish(&live(offset), &[]);
+            let got = reading.events.recv().await.expect("an event");
+            assert_eq!(got.offset, offset);
+        }
+        // The third event found the stalled client's buffer (2) full.
+        let close = tokio::time::timeout(std::time::Duration::from_secs(1), stalled.kick.kicked())
+            .await
+            .expect("kicked");
+        assert_eq!(close.code, super::super::frames::code::TRY_AGAIN_LATER);
+        assert_eq!(
+            metrics
+                .dropped_clients
+                .with_label_values(&["-", "slow"])
+                .get(),
+            1
+        );
+        assert_eq!(metrics.connected.with_label_values(&["-"]).get(), 2);
+        assert!(other.events.is_empty(), "not its patterns");
+    }
+
+    #[tokio::test]
+    async fn route_clients_get_the_routes_they_subscribed_to() {
+        let hub = Hub::new(
+            8,
+            WsMetrics::new(&prometheus::Registry::new()).expect("metrics"),
+        );
+        let mut ui = hub.register(Interest::Route("ui".to_owned()));
+        let served = hub.publish(&live(1), &["ui", "alerts"]);
+        assert_eq!(served, ["ui"], "alerts has no client: its fallback applies");
+        assert_eq!(ui.events.recv().await.expect("event").offset, 1);
+        assert!(hub.publish(&live(2), &["alerts"]).is_empty());
+        assert!(ui.events.is_empty());
+    }
+}
