@@ -56,7 +56,7 @@ label=current
 runs+=("$RESULTS/run.json") builds+=("$label=$TARGET_DIR/release/opal-bench")
 # The gateway: opal-gateway to one WebSocket client and one webhook receiver,
 # events/s and delivery latency p50/p95/p99 (OPAL_BENCH_GATEWAY=0 skips it;
-# OPAL_BENCH_GATEWAY_ARGS overrides its size: default 20 000 events, latency
+# OPAL_BENCH_GATEWAY_ARGS overrides its size: default 20 000 events, webhook batch_size 1, latency
 # at 1 000 and 10 000 events/s for 10 s).
 if [ "${OPAL_BENCH_GATEWAY:-1}" != 0 ]; then
     echo "bench.sh: gateway" >&2

@@ -53,8 +53,8 @@ pub struct GatewayOptions {
     pub rates: Vec<u64>,
     #[arg(long, default_value_t = 10)]
     pub latency_secs: u64,
-    /// The webhook route's batch_size (max_wait_ms 5).
-    #[arg(long, default_value_t = 100)]
+    /// The webhook route's batch_size (max_wait_ms 5); 1 is the routes' default.
+    #[arg(long, default_value_t = 1)]
     pub webhook_batch: usize,
 }
 
