@@ -1,5 +1,5 @@
 //! The `opal-gateway` process: its flags, and start-up in order (routes
-//! file, dead-letter topics, then the consumer runtime with the route
+//! file, dead-letter topics, the groups' start positions, then the consumer runtime with the route
 //! runtimes, the reload signal and the push side as named tasks).
 
 use std::path::PathBuf;
@@ -9,7 +9,7 @@ use clap::Parser;
 use opal_consumers::RuntimeArgs;
 use opal_consumers::serve::{ConsumerSpec, EXIT_FAILED, run_consumer};
 
-use crate::delivery::{LiveHandler, RouteRegistries, RouteSupervisor};
+use crate::delivery::{LiveHandler, RouteRegistries, RouteSupervisor, place_new_groups};
 use crate::live::LiveFeed;
 use crate::metrics::GatewayMetrics;
 use crate::provision::{ensure_dlqs, groups};
@@ -60,6 +60,12 @@ pub async fn run(cli: Cli) -> ExitCode {
         .unwrap_or_else(|| DEFAULT_GROUP.to_owned());
     if let Err(e) = ensure_dlqs(&cli.runtime, &groups(&base_group, &routes)).await {
         eprintln!("error: {e:#}");
+        return ExitCode::from(EXIT_FAILED);
+    }
+    // Before the HTTP server answers ready: an event published once the
+    // gateway is ready is delivered, whenever the groups' runtimes start.
+    if let Err(e) = place_new_groups(&cli.runtime, &base_group, &routes).await {
+        eprintln!("error: start positions: {e:#}");
         return ExitCode::from(EXIT_FAILED);
     }
     let table = RouteTable::new(routes);

@@ -1,5 +1,6 @@
 //! Reloading the routes file on SIGHUP. The new file is parsed in full and
-//! its dead-letter topics created before anything changes; a file that fails
+//! its dead-letter topics created and its new routes' groups placed at the
+//! end of their topics before anything changes; a file that fails
 //! either is refused (logged with its line and reason, counted, shown on
 //! `/health/routes`) and the routes running stay as they are.
 
@@ -12,6 +13,7 @@ use tokio::signal::unix::{SignalKind, signal};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info};
 
+use crate::delivery::place_new_groups;
 use crate::metrics::GatewayMetrics;
 use crate::provision::{ensure_dlqs, groups};
 use crate::routes;
@@ -90,6 +92,11 @@ impl Reloader {
         ensure_dlqs(&self.args, &groups(&self.base_group, &routes))
             .await
             .map_err(|e| format!("{e:#}"))?;
+        // A new route starts where the file was applied, not where its
+        // runtime happens to start.
+        place_new_groups(&self.args, &self.base_group, &routes)
+            .await
+            .map_err(|e| format!("start positions: {e:#}"))?;
         let n = routes.len();
         self.table.replace(routes);
         Ok(n)

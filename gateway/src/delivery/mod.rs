@@ -23,9 +23,10 @@
 //! so they never make a replay skip an event.
 //!
 //! [`supervisor`] starts, stops and restarts route runtimes as reloads
-//! change the routes; [`start`] places a new route's group at the end of its
-//! topics (or the beginning, `start = "earliest"`); [`live`] is the handler of
-//! the gateway's own group, which feeds the WebSocket side.
+//! change the routes; [`start`] places the gateway's own group and a new
+//! route's group at the end of their topics (a route may say the beginning,
+//! `start = "earliest"`) before they run; [`live`] is the handler of the
+//! gateway's own group, which feeds the WebSocket side.
 
 pub mod handler;
 pub mod live;
@@ -36,6 +37,7 @@ pub mod supervisor;
 pub use handler::WebhookRouteHandler;
 pub use live::LiveHandler;
 pub use runtime_metrics::RouteRegistries;
+pub use start::place_new_groups;
 pub use supervisor::RouteSupervisor;
 
 /// The consumer group (and, with `.dlq`, the DLQ) of webhook route `route`.

@@ -1,20 +1,65 @@
-//! Where a new webhook route starts reading. The runtime starts a group
-//! without committed offsets at the beginning of its topics; a route added
-//! to a running system should not receive days of history, so by default
-//! (`start = "latest"`) a topic the route's group has never committed on is
-//! first placed at its end. A group that has offsets keeps them (a restart,
-//! a changed route: nothing is skipped).
+//! Where the gateway's groups start reading. The runtime starts a group
+//! without committed offsets at the beginning of its topics
+//! (`auto.offset.reset=earliest`); a webhook route added to a running
+//! system should not receive days of history, so by default
+//! (`start = "latest"`) a topic a group has never committed on is first
+//! placed at its end, by committing its end offsets. A group that has
+//! offsets keeps them (a restart, a changed route: nothing is skipped).
+//!
+//! This happens before the group's runtime starts and before the gateway
+//! answers ready (or a reload is applied), not through
+//! `auto.offset.reset=latest`: that would resolve "the end" only when the
+//! runtime first fetches, after readiness, and skip the events published in
+//! between.
 
 use std::time::Duration;
 
+use opal_consumers::RuntimeArgs;
+use opal_schemas::EventType;
 use opal_topics::KafkaArgs;
 use opal_topics::offsets::{ResetError, ResetTo, reset_offsets};
 use tracing::info;
 
+use super::route_group;
+use crate::routes::{Route, Sink};
+use crate::webhook::config::Start;
+
 const TIMEOUT: Duration = Duration::from_secs(15);
 
+/// The groups to place at the end and their topics: each webhook route
+/// starting at `latest`.
+pub fn start_positions(
+    args: &RuntimeArgs,
+    base_group: &str,
+    routes: &[Route],
+) -> Vec<(String, Vec<String>)> {
+    let topic = |t: &EventType| format!("{}{}", args.topic_prefix, t.topic());
+    let mut groups = Vec::new();
+    groups.extend(routes.iter().filter_map(|route| match &route.sink {
+        Sink::Webhook(config) if config.start == Start::Latest => Some((
+            route_group(base_group, &route.name),
+            route.selector.event_types().iter().map(topic).collect(),
+        )),
+        _ => None,
+    }));
+    groups
+}
+
+/// Places every group of [`start_positions`] that has no offsets at the end
+/// of its topics.
+pub async fn place_new_groups(
+    args: &RuntimeArgs,
+    base_group: &str,
+    routes: &[Route],
+) -> anyhow::Result<()> {
+    for (group, topics) in start_positions(args, base_group, routes) {
+        start_new_group_at_end(&args.kafka, &group, &topics).await?;
+    }
+    Ok(())
+}
+
 /// Places `group` at the end of each of `topics` it has no offsets on.
-pub async fn start_new_group_at_end(
+async fn start_new_group_at_end(
     kafka: &KafkaArgs,
     group: &str,
     topics: &[String],
@@ -38,7 +83,7 @@ fn place(kafka: &KafkaArgs, group: &str, topic: &str) -> anyhow::Result<()> {
     if plan.iter().all(|p| p.current.is_none()) {
         reset_offsets(kafka, group, topic, ResetTo::Latest, false, TIMEOUT)
             .map_err(|e| anyhow::anyhow!("group {group} on {topic}: {e}"))?;
-        info!(group, topic, "new route: starting at the end of the topic");
+        info!(group, topic, "new group: starting at the end of the topic");
     }
     Ok(())
 }

@@ -19,11 +19,9 @@ use tracing::{info, warn};
 use super::handler::WebhookRouteHandler;
 use super::route_group;
 use super::runtime_metrics::RouteRegistries;
-use super::start::start_new_group_at_end;
 use crate::metrics::GatewayMetrics;
 use crate::routes::{Route, Sink};
 use crate::table::RouteTable;
-use crate::webhook::config::Start;
 use crate::webhook::{Batcher, WebhookSender};
 
 pub struct RouteSupervisor {
@@ -155,9 +153,8 @@ impl RouteSupervisor {
             .iter()
             .map(|t| format!("{}{}", args.topic_prefix, t.topic()))
             .collect();
-        if config.start == Start::Latest {
-            start_new_group_at_end(&args.kafka, &group, &topics).await?;
-        }
+        // Its start position was fixed before the route entered the table
+        // (start-up or reload: see [`super::start`]).
         self.metrics.touch_route(&route.name, "webhook");
         let cancel = self.cancel.child_token();
         let sender = Arc::new(

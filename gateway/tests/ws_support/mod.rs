@@ -146,7 +146,7 @@ impl Drop for Gateway {
 }
 
 impl Gateway {
-    /// Waits until `/health/ready` answers 200 and the consumer has its partitions.
+    /// Waits until `/health/ready` answers 200: every group's start position is fixed then.
     pub async fn ready(&mut self) {
         let url = format!("http://127.0.0.1:{}/health/ready", self.port);
         let deadline = tokio::time::Instant::now() + TIMEOUT;
