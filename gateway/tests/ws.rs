@@ -421,3 +421,31 @@ async fn the_fallback_webhook_gets_the_events_exactly_while_no_client_is_connect
         "the events a client got never went to the fallback, the others did"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_first_deployment_pushes_no_history_as_live() {
+    let stack = Stack::new().await;
+    // On the topics before the gateway's group ever existed; one key, one
+    // partition: were they read, they would come before the new ones.
+    let history = stack
+        .publish(EventType::DecisionGenerated, 5, 1, "acme")
+        .await;
+    let receiver = Receiver::start().await;
+    let routes = format!(
+        "[[route]]\nname = \"ui\"\npatterns = [\"decision.*\"]\n[route.websocket]\n[route.websocket.fallback_webhook]\nurl = \"{}\"\nsecret = \"{SECRET}\"\n",
+        receiver.url()
+    );
+    let mut gateway = stack.gateway(free_port(), &routes, &[]);
+    gateway.ready().await;
+    // Published right after ready: delivered (the live group's start was
+    // fixed before ready), and only they.
+    let live = stack
+        .publish(EventType::DecisionGenerated, 3, 1, "acme")
+        .await;
+    let got = receiver.wait_for(live.len()).await;
+    assert!(
+        !history.iter().any(|id| got.contains(id)),
+        "history pushed as live: {got:?}"
+    );
+    assert_eq!(got, live, "the events published after ready, in order");
+}

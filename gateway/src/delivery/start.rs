@@ -1,7 +1,10 @@
 //! Where the gateway's groups start reading. The runtime starts a group
 //! without committed offsets at the beginning of its topics
-//! (`auto.offset.reset=earliest`); a webhook route added to a running
-//! system should not receive days of history, so by default
+//! (`auto.offset.reset=earliest`). The live feed must not push the topics'
+//! whole history as "live" on a first deployment (history is what `from`
+//! and `/replay` are for), so the gateway's own group is first placed at the
+//! end of every event topic it has never committed on; nor should a webhook
+//! route added to a running system receive days of history, so by default
 //! (`start = "latest"`) a topic a group has never committed on is first
 //! placed at its end, by committing its end offsets. A group that has
 //! offsets keeps them (a restart, a changed route: nothing is skipped).
@@ -26,15 +29,18 @@ use crate::webhook::config::Start;
 
 const TIMEOUT: Duration = Duration::from_secs(15);
 
-/// The groups to place at the end and their topics: each webhook route
-/// starting at `latest`.
+/// The groups to place at the end and their topics: the gateway's own group
+/// (every event topic) and each webhook route starting at `latest`.
 pub fn start_positions(
     args: &RuntimeArgs,
     base_group: &str,
     routes: &[Route],
 ) -> Vec<(String, Vec<String>)> {
     let topic = |t: &EventType| format!("{}{}", args.topic_prefix, t.topic());
-    let mut groups = Vec::new();
+    let mut groups = vec![(
+        base_group.to_owned(),
+        EventType::ALL.iter().map(topic).collect(),
+    )];
     groups.extend(routes.iter().filter_map(|route| match &route.sink {
         Sink::Webhook(config) if config.start == Start::Latest => Some((
             route_group(base_group, &route.name),
