@@ -30,7 +30,8 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
  && cp target/release/opal-admin target/release/opal-producer target/release/opal-registry \
        target/release/opal-dlq target/release/opal-counting-consumer \
        target/release/diagnostics-consumer target/release/recommendations-consumer \
-       target/release/feedback-consumer target/release/forecast-consumer /out/
+       target/release/feedback-consumer target/release/forecast-consumer \
+       target/release/opal-gateway /out/
 
 # ---- runtime: Debian slim, no compiler, non-root ----
 # No curl or wget: docker-compose.yml's healthchecks use bash (Essential in
@@ -43,5 +44,5 @@ RUN apt-get update \
  && useradd --system --uid 10001 --gid opal --no-create-home --shell /usr/sbin/nologin opal
 COPY --from=build /out/ /usr/local/bin/
 USER 10001:10001
-EXPOSE 9101 9102 9103 9104
+EXPOSE 9101 9102 9103 9104 9200
 CMD ["opal-admin", "--help"]

@@ -259,6 +259,7 @@ fn every_service_has_an_image_and_its_dependencies_exist() {
         "recommendations-consumer",
         "feedback-consumer",
         "forecast-consumer",
+        "opal-gateway",
         "prometheus",
         "grafana",
     ] {
@@ -270,6 +271,7 @@ fn every_service_has_an_image_and_its_dependencies_exist() {
         "recommendations-consumer",
         "feedback-consumer",
         "forecast-consumer",
+        "opal-gateway",
     ] {
         assert_eq!(
             services[consumer]["depends_on"]["kafka-init"]["condition"].as_str(),
@@ -720,7 +722,7 @@ fn published_ports_are_bound_to_loopback_unless_opened() {
     assert_eq!(
         published,
         BTreeSet::from([
-            "9092", "8081", "6379", "8080", "9101", "9102", "9103", "9104", "9090", "3000"
+            "9092", "8081", "6379", "8080", "9101", "9102", "9103", "9104", "9200", "9090", "3000"
         ]),
         "the local stack's addresses"
     );
@@ -1019,6 +1021,7 @@ fn the_bash_healthchecks_pass_only_on_200() {
         "recommendations-consumer",
         "feedback-consumer",
         "forecast-consumer",
+        "opal-gateway",
     ]
     .map(str::to_owned)
     .into();

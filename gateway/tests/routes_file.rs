@@ -175,3 +175,14 @@ fn gateway_routes_file(gateway: &ws_support::Gateway) -> std::path::PathBuf {
     let at = args.iter().position(|a| a == "--routes").unwrap();
     args[at + 1].clone().into()
 }
+
+/// The compose stack's routes file (deploy/gateway/routes.toml) is one the
+/// gateway accepts, with the README's routes.
+#[test]
+fn the_compose_stacks_routes_file_is_valid() {
+    let path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/gateway/routes.toml");
+    let routes = opal_gateway::routes::load(&path).unwrap_or_else(|e| panic!("{e}"));
+    let names: Vec<&str> = routes.iter().map(|r| r.name.as_str()).collect();
+    assert_eq!(names, ["assistant", "acme-decisions"]);
+}
