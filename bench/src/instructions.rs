@@ -69,6 +69,15 @@ fn publisher(stack: &RunOptions, prefix: &str) -> anyhow::Result<Publisher> {
     )?)
 }
 
+/// The bytes the raw producer sends: what the publisher would, same schema id and size.
+async fn raw_payload(publisher: &Publisher) -> anyhow::Result<Vec<u8>> {
+    let (payload, _) = publisher
+        .codec()
+        .encode(&default_example(EVENT_TYPE), &publisher.topic(EVENT_TYPE))
+        .await?;
+    Ok(payload)
+}
+
 /// Runs `phase` on `events` events under `prefix` (topics named as `opal-bench run` names them).
 pub async fn run(
     stack: &RunOptions,
@@ -84,10 +93,7 @@ pub async fn run(
                 return Ok(());
             }
             let publisher = publisher(stack, prefix)?;
-            let (payload, _) = publisher
-                .codec()
-                .encode(&default_example(EVENT_TYPE), &publisher.topic(EVENT_TYPE))
-                .await?;
+            let payload = raw_payload(&publisher).await?;
             let producer = perf::raw_producer(&stack.kafka.client_config()?)?;
             let raw = perf::run_raw(&producer, &raw_topic, payload, &options(events)).await?;
             let opal = perf::run_typed(&publisher, &options(events)).await;
@@ -100,10 +106,7 @@ pub async fn run(
         }
         Phase::RawPublish => {
             let publisher = publisher(stack, prefix)?;
-            let (payload, _) = publisher
-                .codec()
-                .encode(&default_example(EVENT_TYPE), &publisher.topic(EVENT_TYPE))
-                .await?;
+            let payload = raw_payload(&publisher).await?;
             let producer = perf::raw_producer(&stack.kafka.client_config()?)?;
             let sent = perf::run_raw(&producer, &raw_topic, payload, &options(events)).await?;
             anyhow::ensure!(sent.errors == 0, "raw publish: {} errors", sent.errors);
