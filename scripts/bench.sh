@@ -63,6 +63,9 @@ if [ "${OPAL_BENCH_GATEWAY:-1}" != 0 ]; then
     read -r -a GATEWAY_ARGS <<<"${OPAL_BENCH_GATEWAY_ARGS:-}"
     "$TARGET_DIR/release/opal-bench" gateway --out "$RESULTS/gateway.json" "${GATEWAY_ARGS[@]}"
 fi
+# The codec benchmarks encode through the registry: before the stack stops.
+echo "bench.sh: codec microbenchmarks (criterion)" >&2
+cargo bench -p opal-bench --bench codec -- --quiet >/dev/null
 stop
 instructions=()
 if [ "${OPAL_BENCH_INSTRUCTIONS:-1}" != 0 ]; then
@@ -70,7 +73,5 @@ if [ "${OPAL_BENCH_INSTRUCTIONS:-1}" != 0 ]; then
     OPAL_INSTR_OUT="$RESULTS/instructions.json" bash scripts/bench-instructions.sh "${builds[@]}" >/dev/null
     instructions=(--instructions "$RESULTS/instructions.json")
 fi
-echo "bench.sh: codec microbenchmarks (criterion)" >&2
-cargo bench -p opal-bench --bench codec -- --quiet >/dev/null
 "$TARGET_DIR/release/opal-bench" report "${runs[@]}" "${instructions[@]}" \
     --criterion-dir "$TARGET_DIR/criterion" --out "$RESULTS/latest.json"
