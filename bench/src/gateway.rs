@@ -29,16 +29,13 @@ const LATE: Duration = Duration::from_secs(30);
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct GatewayOptions {
-    #[arg(long, env = "KAFKA_BROKERS", default_value = "127.0.0.1:9092")]
-    pub brokers: String,
-    #[arg(
-        long,
-        env = "SCHEMA_REGISTRY_URL",
-        default_value = "http://127.0.0.1:8081"
-    )]
-    pub registry: String,
-    #[arg(long, env = "REDIS_URL", default_value = "redis://127.0.0.1:6379")]
-    pub redis: String,
+    // The shared flag groups: their values (a password in REDIS_URL) stay out of --help.
+    #[command(flatten)]
+    pub kafka: opal_topics::KafkaArgs,
+    #[command(flatten)]
+    pub registry: opal_topics::RegistryArgs,
+    #[command(flatten)]
+    pub redis: opal_consumers::config::RedisArgs,
     /// The opal-gateway binary (default: next to this one).
     #[arg(long)]
     pub gateway_bin: Option<PathBuf>,
@@ -129,7 +126,7 @@ impl Drop for Process {
 
 pub async fn run(options: &GatewayOptions) -> anyhow::Result<GatewayResult> {
     let prefix = format!("bench-gw-{}.", now_millis());
-    let mut config = PublisherConfig::local(&options.brokers, &options.registry);
+    let mut config = PublisherConfig::local(&options.kafka.brokers, &options.registry.url);
     config.topic_prefix = prefix.clone();
     let plan = Catalog::bundled()?.plan(Environment::Development, &prefix);
     Target::new(
@@ -168,9 +165,9 @@ pub async fn run(options: &GatewayOptions) -> anyhow::Result<GatewayResult> {
         Command::new(&bin)
             .arg("--routes")
             .arg(&routes)
-            .env("KAFKA_BROKERS", &options.brokers)
-            .env("SCHEMA_REGISTRY_URL", &options.registry)
-            .env("REDIS_URL", &options.redis)
+            .env("KAFKA_BROKERS", &options.kafka.brokers)
+            .env("SCHEMA_REGISTRY_URL", &options.registry.url)
+            .env("REDIS_URL", &options.redis.url)
             .env("OPAL_TOPIC_PREFIX", &prefix)
             .env("OPAL_CONSUMER_GROUP", format!("{prefix}opal-gateway"))
             .env("OPAL_HTTP_LISTEN", format!("127.0.0.1:{}", options.port))
