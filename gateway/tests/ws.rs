@@ -365,14 +365,18 @@ async fn a_client_that_never_reads_is_closed_and_the_others_get_everything() {
     assert!(events < published.len(), "{events} events");
 }
 
+/// A websocket route "ui" over decisions whose fallback webhook is `url`.
+fn fallback_routes(url: &str) -> String {
+    format!(
+        "[[route]]\nname = \"ui\"\npatterns = [\"decision.*\"]\n[route.websocket]\n[route.websocket.fallback_webhook]\nurl = \"{url}\"\nsecret = \"{SECRET}\"\n"
+    )
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn the_fallback_webhook_gets_the_events_exactly_while_no_client_is_connected() {
     let stack = Stack::new().await;
     let receiver = Receiver::start().await;
-    let routes = format!(
-        "[[route]]\nname = \"ui\"\npatterns = [\"decision.*\"]\n[route.websocket]\n[route.websocket.fallback_webhook]\nurl = \"{}\"\nsecret = \"{SECRET}\"\n",
-        receiver.url()
-    );
+    let routes = fallback_routes(&receiver.url());
     let mut gateway = stack.gateway(free_port(), &routes, &[]);
     gateway.ready().await;
 
@@ -431,10 +435,7 @@ async fn a_first_deployment_pushes_no_history_as_live() {
         .publish(EventType::DecisionGenerated, 5, 1, "acme")
         .await;
     let receiver = Receiver::start().await;
-    let routes = format!(
-        "[[route]]\nname = \"ui\"\npatterns = [\"decision.*\"]\n[route.websocket]\n[route.websocket.fallback_webhook]\nurl = \"{}\"\nsecret = \"{SECRET}\"\n",
-        receiver.url()
-    );
+    let routes = fallback_routes(&receiver.url());
     let mut gateway = stack.gateway(free_port(), &routes, &[]);
     gateway.ready().await;
     // Published right after ready: delivered (the live group's start was
