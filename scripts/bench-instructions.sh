@@ -63,8 +63,11 @@ run=0
 for arg in "$@"; do
     run=$((run + 1))
     label=${arg%%=*} bin=${arg#*=}
-    for pair in "raw-publish raw-consume" "publish pipeline"; do
-        read -r publish consume <<<"$pair"
+    # Builds from before #16's report know only the bare raw record (no headers).
+    bare=
+    if grep -q raw-publish-bare <<<"$("$bin" instructions --help)"; then bare=raw-publish-bare; fi
+    for group in "raw-publish raw-consume $bare" "publish pipeline"; do
+        read -r publish consume extra <<<"$group"
         declare -A counts=()
         for n in "$N1" "$N2"; do
             # Publishing into the consume phase's topic would leave it more than n events.
@@ -73,8 +76,11 @@ for arg in "$@"; do
             "$bin" instructions "${STACK_ARGS[@]}" --phase prepare --prefix "$prefix.c." --events "$n" >/dev/null
             counts[$publish-$n]=$(measure "$bin" "$publish" "$prefix.p." "$n")
             counts[$consume-$n]=$(measure "$bin" "$consume" "$prefix.c." "$n")
+            if [ -n "$extra" ]; then
+                counts[$extra-$n]=$(measure "$bin" "$extra" "$prefix.p." "$n")
+            fi
         done
-        for phase in "$publish" "$consume"; do
+        for phase in "$publish" "$consume" $extra; do
             a=${counts[$phase-$N1]} b=${counts[$phase-$N2]}
             printf '{"build": "%s", "binary": "%s", "phase": "%s", "events": [%s, %s], "instructions": [%s, %s], "per_event": %s}\n' \
                 "$label" "$bin" "$phase" "$N1" "$N2" "$a" "$b" $(((b - a) / (N2 - N1))) | tee -a "$OUT.tmp"

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use opal_consumers::RuntimeArgs;
-use opal_producers::perf::{self, PerfOptions};
+use opal_producers::perf::{self, PerfOptions, RawRecord};
 use opal_producers::{PublishMetrics, Publisher, PublisherConfig};
 use opal_schemas::Environment;
 use opal_schemas::samples::default_example;
@@ -32,8 +32,10 @@ pub enum Phase {
     /// Creates the topics under the prefix and fills the raw and the opal
     /// topic with the events (run natively, outside valgrind).
     Prepare,
-    /// Plain rdkafka sends the pre-encoded record.
+    /// Plain rdkafka sends the pre-encoded record with the publisher's four headers.
     RawPublish,
+    /// The same without headers (the baseline before #16's report).
+    RawPublishBare,
     /// The typed publisher sends the events.
     Publish,
     /// Plain rdkafka reads the raw topic (`prepare` first).
@@ -69,13 +71,9 @@ fn publisher(stack: &RunOptions, prefix: &str) -> anyhow::Result<Publisher> {
     )?)
 }
 
-/// The bytes the raw producer sends: what the publisher would, same schema id and size.
-async fn raw_payload(publisher: &Publisher) -> anyhow::Result<Vec<u8>> {
-    let (payload, _) = publisher
-        .codec()
-        .encode(&default_example(EVENT_TYPE), &publisher.topic(EVENT_TYPE))
-        .await?;
-    Ok(payload)
+/// The record the raw producer sends: what the publisher would, same payload and headers.
+async fn raw_record(publisher: &Publisher) -> anyhow::Result<RawRecord> {
+    Ok(publisher.sample_record(default_example(EVENT_TYPE)).await?)
 }
 
 /// Runs `phase` on `events` events under `prefix` (topics named as `opal-bench run` names them).
@@ -93,9 +91,9 @@ pub async fn run(
                 return Ok(());
             }
             let publisher = publisher(stack, prefix)?;
-            let payload = raw_payload(&publisher).await?;
+            let record = raw_record(&publisher).await?;
             let producer = perf::raw_producer(&stack.kafka.client_config()?)?;
-            let raw = perf::run_raw(&producer, &raw_topic, payload, &options(events)).await?;
+            let raw = perf::run_raw(&producer, &raw_topic, &record, &options(events)).await?;
             let opal = perf::run_typed(&publisher, &options(events)).await;
             anyhow::ensure!(
                 raw.errors == 0 && opal.errors == 0,
@@ -104,11 +102,14 @@ pub async fn run(
                 opal.errors
             );
         }
-        Phase::RawPublish => {
+        Phase::RawPublish | Phase::RawPublishBare => {
             let publisher = publisher(stack, prefix)?;
-            let payload = raw_payload(&publisher).await?;
+            let mut record = raw_record(&publisher).await?;
+            if phase == Phase::RawPublishBare {
+                record = record.bare();
+            }
             let producer = perf::raw_producer(&stack.kafka.client_config()?)?;
-            let sent = perf::run_raw(&producer, &raw_topic, payload, &options(events)).await?;
+            let sent = perf::run_raw(&producer, &raw_topic, &record, &options(events)).await?;
             anyhow::ensure!(sent.errors == 0, "raw publish: {} errors", sent.errors);
         }
         Phase::Publish => {

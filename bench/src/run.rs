@@ -174,13 +174,10 @@ pub async fn run(options: &RunOptions) -> anyhow::Result<RunResult> {
         },
         PublishMetrics::new(&prometheus::Registry::new())?,
     )?;
-    // The raw producer sends the bytes the opal producer would: same schema id, same size.
-    let opal_topic = publisher.topic(EVENT_TYPE);
-    let (payload, _) = publisher
-        .codec()
-        .encode(&default_example(EVENT_TYPE), &opal_topic)
-        .await?;
-    let record_bytes = payload.len();
+    // The raw producer sends the records the opal producer would: the same
+    // payload (schema id, size) and the same four headers.
+    let record = publisher.sample_record(default_example(EVENT_TYPE)).await?;
+    let record_bytes = record.payload.len();
     let raw_producer = perf::raw_producer(&options.kafka.client_config()?)?;
     let n = options.events;
 
@@ -189,7 +186,7 @@ pub async fn run(options: &RunOptions) -> anyhow::Result<RunResult> {
     perf::run_raw(
         &raw_producer,
         &raw_topic,
-        payload.clone(),
+        &record,
         &perf_options(WARM_UP, None),
     )
     .await?;
@@ -199,13 +196,8 @@ pub async fn run(options: &RunOptions) -> anyhow::Result<RunResult> {
         "opal-bench [{}]: producing {n} raw, then {n} opal",
         options.broker
     );
-    let raw_produce = perf::run_raw(
-        &raw_producer,
-        &raw_topic,
-        payload.clone(),
-        &perf_options(n, None),
-    )
-    .await?;
+    let raw_produce =
+        perf::run_raw(&raw_producer, &raw_topic, &record, &perf_options(n, None)).await?;
     let opal_produce = perf::run_typed(&publisher, &perf_options(n, None)).await;
     anyhow::ensure!(
         raw_produce.errors == 0 && opal_produce.errors == 0,
@@ -306,7 +298,7 @@ pub async fn run(options: &RunOptions) -> anyhow::Result<RunResult> {
         let raw_sent = perf::run_raw(
             &raw_producer,
             &raw_topic,
-            payload.clone(),
+            &record,
             &perf_options(records, Some(rate)),
         )
         .await?;

@@ -11,6 +11,7 @@ use opal_schemas::samples::default_example;
 use opal_schemas::{Event, EventType};
 use rdkafka::ClientConfig;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::util::Timeout;
 use serde::Serialize;
@@ -171,6 +172,24 @@ pub async fn run_typed(publisher: &Publisher, options: &PerfOptions) -> PerfResu
     summarise("typed", start.elapsed(), latencies, errors, record_bytes)
 }
 
+/// What the raw baseline sends per record: the bytes and the headers the
+/// publisher sends for an event of the type (see `Publisher::sample_record`),
+/// so both sides send the same records.
+#[derive(Debug, Clone)]
+pub struct RawRecord {
+    pub payload: Vec<u8>,
+    /// Header names and values; empty for a bare record.
+    pub headers: Vec<(&'static str, String)>,
+}
+
+impl RawRecord {
+    /// The same record without headers.
+    pub fn bare(mut self) -> Self {
+        self.headers.clear();
+        self
+    }
+}
+
 /// A plain rdkafka producer with the publisher's delivery settings.
 pub fn raw_producer(client_config: &ClientConfig) -> Result<FutureProducer, KafkaError> {
     let mut config = client_config.clone();
@@ -181,13 +200,15 @@ pub fn raw_producer(client_config: &ClientConfig) -> Result<FutureProducer, Kafk
     config.create()
 }
 
-/// Sends the same number of pre-encoded records of the same size through plain rdkafka.
+/// Sends the same number of pre-encoded records through plain rdkafka,
+/// building each record's headers as the publisher does.
 pub async fn run_raw(
     producer: &FutureProducer,
     topic: &str,
-    payload: Vec<u8>,
+    record: &RawRecord,
     options: &PerfOptions,
 ) -> Result<PerfResult, KafkaError> {
+    let payload = &record.payload;
     let keys: Vec<String> = (0..KEYS).map(|i| format!("key-{i}")).collect();
     let bar = progress(options);
     let start = Instant::now();
@@ -206,14 +227,26 @@ pub async fn run_raw(
         )
         .await;
         let sent = Instant::now();
-        let mut record = FutureRecord::to(topic)
+        let mut future_record = FutureRecord::to(topic)
             .key(&keys[(i % KEYS) as usize])
-            .payload(&payload);
+            .payload(payload);
+        if !record.headers.is_empty() {
+            let headers = record.headers.iter().fold(
+                OwnedHeaders::new_with_capacity(record.headers.len()),
+                |headers, (key, value)| {
+                    headers.insert(Header {
+                        key,
+                        value: Some(value),
+                    })
+                },
+            );
+            future_record = future_record.headers(headers);
+        }
         let delivery = loop {
-            match producer.send_result(record) {
+            match producer.send_result(future_record) {
                 Ok(delivery) => break Some(delivery),
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
-                    record = back;
+                    future_record = back;
                     producer.poll(Timeout::After(Duration::from_millis(5)));
                     tokio::task::yield_now().await;
                 }

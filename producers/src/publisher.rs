@@ -52,6 +52,19 @@ struct Prepared<'r> {
     bytes: Vec<u8>,
 }
 
+impl Prepared<'_> {
+    /// The headers of the record: names and values.
+    fn headers(&self) -> [(&'static str, &str); 4] {
+        let envelope = self.event.envelope();
+        [
+            (headers::EVENT_ID, &envelope.event_id),
+            (headers::CORRELATION_ID, &envelope.correlation_id),
+            (headers::EVENT_TYPE, self.event.event_type().name()),
+            (headers::SCHEMA_ID, &self.route.schema_id_header),
+        ]
+    }
+}
+
 /// What every event of one type shares, resolved on its first publish
 /// instead of per event: the topic, our schema's id there (and its header
 /// value), and the metric handles under the topic label.
@@ -233,6 +246,20 @@ impl Publisher {
         })
     }
 
+    /// The payload and headers `publish` would send for `event` (its envelope
+    /// filled), without sending it: what a raw baseline sends to compare.
+    pub async fn sample_record(&self, event: Event) -> Result<crate::perf::RawRecord> {
+        let mut prepared = self.prepare(event).await?;
+        let headers = prepared
+            .headers()
+            .map(|(key, value)| (key, value.to_owned()))
+            .to_vec();
+        Ok(crate::perf::RawRecord {
+            payload: std::mem::take(&mut prepared.bytes),
+            headers,
+        })
+    }
+
     /// Checks an event as `publish` would, without sending it.
     pub async fn check(&self, event: Event) -> Result<()> {
         let prepared = self.prepare(event).await?;
@@ -276,24 +303,15 @@ impl Publisher {
     /// Hands the record to librdkafka, waiting briefly while its queue is full.
     async fn enqueue(&self, p: &mut Prepared<'_>) -> Result<DeliveryFuture> {
         let producer = self.current_producer();
-        let envelope = p.event.envelope();
-        let headers = OwnedHeaders::new_with_capacity(4)
-            .insert(Header {
-                key: headers::EVENT_ID,
-                value: Some(&envelope.event_id),
-            })
-            .insert(Header {
-                key: headers::CORRELATION_ID,
-                value: Some(&envelope.correlation_id),
-            })
-            .insert(Header {
-                key: headers::EVENT_TYPE,
-                value: Some(p.event.event_type().name()),
-            })
-            .insert(Header {
-                key: headers::SCHEMA_ID,
-                value: Some(&p.route.schema_id_header),
-            });
+        let headers = p.headers().into_iter().fold(
+            OwnedHeaders::new_with_capacity(4),
+            |headers, (key, value)| {
+                headers.insert(Header {
+                    key,
+                    value: Some(value),
+                })
+            },
+        );
         let mut record = FutureRecord::to(&p.route.topic)
             .key(p.event.key())
             .payload(&p.bytes)

@@ -15,7 +15,6 @@ use apache_avro::Schema;
 use apache_avro::reader::datum::GenericDatumReader;
 
 use crate::catalog::{Event, EventType, value_subject};
-use crate::decode::FastReader;
 use crate::registry::{RegistryClient, RegistryError};
 
 const MAGIC: u8 = 0;
@@ -113,10 +112,9 @@ pub struct WriterSchema {
     schema_id: u32,
     schema: Schema,
     event_type: EventType,
-    /// False when the writer schema is our reader schema: no resolution step.
+    /// False when the writer schema is our reader schema: no resolution
+    /// step, and the body is read straight into the typed event.
     resolve: bool,
-    /// Set when no resolution is needed: reads straight into the typed event.
-    fast: Option<FastReader>,
 }
 
 impl WriterSchema {
@@ -138,20 +136,9 @@ impl WriterSchema {
         let reader = reader_schema(event_type);
         // Equal parsing canonical forms read the same bytes the same way.
         let resolve = schema.canonical_form() != reader.canonical_form();
-        let fast = if resolve {
-            None
-        } else {
-            Some(
-                FastReader::parse(text).map_err(|reason| CodecError::CorruptAvro {
-                    schema_id,
-                    reason: format!("writer schema does not parse: {reason}"),
-                })?,
-            )
-        };
         Ok(WriterSchema {
             schema_id,
             resolve,
-            fast,
             schema,
             event_type,
         })
@@ -166,8 +153,8 @@ impl WriterSchema {
     pub fn decode(&self, body: &[u8]) -> Result<Decoded> {
         let schema_id = self.schema_id;
         let corrupt = |reason: String| CodecError::CorruptAvro { schema_id, reason };
-        if let Some(fast) = &self.fast {
-            let event = fast.decode(self.event_type, body).map_err(corrupt)?;
+        if !self.resolve {
+            let event = crate::decode::read_body(self.event_type, body).map_err(corrupt)?;
             return Ok(Decoded { event, schema_id });
         }
         let reader = reader_schema(self.event_type);
@@ -313,16 +300,10 @@ pub fn encode_with_id(event: &Event, schema_id: u32) -> Result<Vec<u8>> {
 /// Appends `event`'s wire format under `schema_id` to `out`, so a caller can
 /// reuse one buffer; on error `out` is left as it was.
 pub fn encode_into(event: &Event, schema_id: u32, out: &mut Vec<u8>) -> Result<()> {
-    let start = out.len();
     out.push(MAGIC);
     out.extend_from_slice(&schema_id.to_be_bytes());
-    crate::encode::write_body(event, out).map_err(|e| {
-        out.truncate(start);
-        CodecError::Serialization {
-            event_type: event.event_type(),
-            reason: e.to_string(),
-        }
-    })
+    crate::encode::write_body(event, out);
+    Ok(())
 }
 
 /// The cache cell for `key`, created empty on first use.

@@ -1,66 +1,23 @@
-//! The encode path: typed event → Avro body, with `serde_avro_fast`.
+//! The encode path: typed event → Avro body, by the writers of `layout`.
 //!
 //! apache-avro's schema-aware serializer turns every field name of our
 //! flattened events into an owned `String` and hashes it (about 14 000
-//! instructions per `agent.completed`); serde_avro_fast reads the fields in
-//! schema order without allocating. The bytes are the same as apache-avro's
-//! (a test compares them for every event type); decoding stays on apache-avro.
+//! instructions per `agent.completed`); serde_avro_fast still matches every
+//! field, enum symbol and union branch by name (about 5 000). The writers
+//! follow each record's field list and write the bytes directly. The bytes
+//! are the same as apache-avro's (a test compares them for every event type).
 
-use std::collections::HashMap;
-use std::sync::OnceLock;
-
-use serde::Serialize;
-use serde_avro_fast::Schema;
-use serde_avro_fast::ser::SerializerConfig;
-
-use crate::catalog::{Event, EventType};
-
-/// Our bundled schema of each event type, parsed once for serde_avro_fast.
-fn schema(event_type: EventType) -> &'static Schema {
-    static SCHEMAS: OnceLock<HashMap<EventType, Schema>> = OnceLock::new();
-    let schemas = SCHEMAS.get_or_init(|| {
-        EventType::ALL
-            .into_iter()
-            .map(|t| {
-                // The .avsc files are compiled in and checked by tests; failing here is a build defect.
-                #[allow(clippy::expect_used)]
-                let schema = t.schema_json().parse().expect("bundled schema parses");
-                (t, schema)
-            })
-            .collect()
-    });
-    &schemas[&event_type]
-}
-
-/// The typed event inside `Event`, serialised as its own record.
-struct Body<'a>(&'a Event);
-
-impl Serialize for Body<'_> {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        match self.0 {
-            Event::WorkflowStarted(e) => e.serialize(serializer),
-            Event::AgentCompleted(e) => e.serialize(serializer),
-            Event::WorkflowCompleted(e) => e.serialize(serializer),
-            Event::DecisionGenerated(e) => e.serialize(serializer),
-            Event::KnowledgeUpserted(e) => e.serialize(serializer),
-            Event::DecisionDegraded(e) => e.serialize(serializer),
-            Event::UserPreferencesUpdated(e) => e.serialize(serializer),
-            Event::FeedbackSubmitted(e) => e.serialize(serializer),
-            Event::ForecastGenerated(e) => e.serialize(serializer),
-        }
-    }
-}
+use crate::catalog::Event;
 
 /// Appends `event`'s Avro body (written with our current schema) to `out`.
-/// On error `out` may hold part of a body: callers truncate it.
-pub fn write_body(event: &Event, out: &mut Vec<u8>) -> Result<(), serde_avro_fast::ser::SerError> {
-    let mut config = SerializerConfig::new(schema(event.event_type()));
-    serde_avro_fast::to_datum(&Body(event), out, &mut config).map(|_| ())
+pub fn write_body(event: &Event, out: &mut Vec<u8>) {
+    crate::layout::write_event(event, out);
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::catalog::EventType;
     use crate::codec::reader_schema;
     use crate::samples::{default_example, example, example_envelope};
     use apache_avro::writer::datum::GenericDatumWriter;
@@ -97,7 +54,7 @@ mod tests {
             events.push(sparse);
             for event in events {
                 let mut ours = Vec::new();
-                write_body(&event, &mut ours).expect("serde_avro_fast writes");
+                write_body(&event, &mut ours);
                 assert_eq!(ours, apache_avro_body(&event), "{event_type:?}");
             }
         }

@@ -5,18 +5,21 @@
 //! - [`catalog`]: event type ↔ topic, key field, schema file, subject naming.
 //! - [`codec`]: wire-format encode/decode with per-schema-id caching.
 //! - `decode`: the Avro body written with our current schema, read into the
-//!   typed event (serde_avro_fast; older writer schemas resolve in [`codec`]).
-//! - [`encode`]: the Avro body of a typed event (serde_avro_fast).
+//!   typed event (older writer schemas resolve in [`codec`]).
+//! - [`encode`]: the Avro body of a typed event.
+//! - `binary`, `layout`: Avro's binary encoding of our records, field by field.
 //! - [`registry`]: the registry REST client, with typed errors.
 //! - [`validate`]: business rules beyond the schema's types.
 //! - [`samples`]: one realistic example of every event type.
 //! - [`secret`]: credentials kept out of printed URLs.
 
+mod binary;
 pub mod catalog;
 pub mod codec;
 mod decode;
 pub mod encode;
 pub mod events;
+mod layout;
 pub mod registry;
 pub mod samples;
 pub mod secret;

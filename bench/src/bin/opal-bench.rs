@@ -8,6 +8,12 @@ use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use opal_bench::{gateway, instructions, report, run};
 
+/// mimalloc instead of glibc's malloc: the event path allocates per event
+/// (strings of the typed events, futures), and glibc spends several hundred
+/// instructions per allocation and free (README, Performance).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "opal-bench",
@@ -29,7 +35,7 @@ enum Command {
     /// events/s and delivery latency; writes its result as JSON.
     Gateway {
         #[command(flatten)]
-        options: gateway::GatewayOptions,
+        options: Box<gateway::GatewayOptions>,
         #[arg(long)]
         out: PathBuf,
     },
