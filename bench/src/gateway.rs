@@ -171,6 +171,13 @@ pub async fn run(options: &GatewayOptions) -> anyhow::Result<GatewayResult> {
             .env("OPAL_TOPIC_PREFIX", &prefix)
             .env("OPAL_CONSUMER_GROUP", format!("{prefix}opal-gateway"))
             .env("OPAL_HTTP_LISTEN", format!("127.0.0.1:{}", options.port))
+            // The burst measures delivery, not the slow-client policy: the
+            // client's buffer holds the whole burst (the bench's reader shares
+            // the 2 cores with the gateway, the broker and Redis).
+            .env(
+                "OPAL_GATEWAY_WS_BUFFER",
+                options.events.max(1024).to_string(),
+            )
             .env("RUST_LOG", "warn")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -343,11 +350,19 @@ async fn websocket(port: u16, arrivals: Arc<Arrivals>) -> anyhow::Result<()> {
         .await?;
     tokio::spawn(async move {
         while let Some(Ok(frame)) = socket.next().await {
-            if let Message::Text(text) = frame
-                && let Ok(message) = serde_json::from_str::<Value>(&text)
-                && message["type"] == "event"
-            {
-                arrivals.record(&message["event"]);
+            match frame {
+                Message::Text(text) => {
+                    if let Ok(message) = serde_json::from_str::<Value>(&text)
+                        && message["type"] == "event"
+                    {
+                        arrivals.record(&message["event"]);
+                    }
+                }
+                Message::Close(reason) => {
+                    tracing::error!(?reason, "the gateway closed the bench's websocket");
+                    break;
+                }
+                _ => {}
             }
         }
     });

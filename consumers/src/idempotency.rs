@@ -18,10 +18,11 @@
 //! The scripts touch keys they are not given in KEYS (the handlers' state), so
 //! they need a single Redis, not Redis Cluster.
 
+use std::io::Write;
 use std::time::Duration;
 
 use redis::aio::ConnectionManager;
-use redis::{RedisError, Script};
+use redis::{Cmd, ErrorKind, FromRedisValue, RedisError, RedisWrite, Script, ServerErrorKind};
 
 use crate::handler::Effects;
 
@@ -202,22 +203,61 @@ impl Idempotency {
         key
     }
 
+    /// Appends `event_id`'s key to `cmd` as one argument, without building a `String`.
+    fn write_key(&self, cmd: &mut Cmd, event_id: &str) {
+        let mut arg = cmd.writer_for_next_arg();
+        // Writing into the command's own buffer cannot fail.
+        let _ = arg.write_all(self.prefix.as_bytes());
+        let _ = arg.write_all(event_id.as_bytes());
+    }
+
+    /// `EVALSHA <script> <keys>` with `keys` event ids' keys, ready for the
+    /// caller's arguments. Built on `Cmd` rather than redis'
+    /// `ScriptInvocation`, which copies every key and argument into an
+    /// allocation of its own and then again into the command.
+    fn script_cmd<'a>(
+        &self,
+        script: &Script,
+        event_ids: impl ExactSizeIterator<Item = &'a str>,
+    ) -> Cmd {
+        let mut cmd = redis::cmd("EVALSHA");
+        cmd.arg(script.get_hash()).arg(event_ids.len());
+        for id in event_ids {
+            self.write_key(&mut cmd, id);
+        }
+        cmd
+    }
+
+    /// Runs a script command; if Redis has lost the script (a restart, SCRIPT
+    /// FLUSH) it is loaded and the command sent again, as redis'
+    /// `ScriptInvocation` does.
+    async fn run_script<T: FromRedisValue>(
+        &self,
+        source: &str,
+        cmd: &Cmd,
+    ) -> Result<T, RedisError> {
+        let mut connection = self.connection.clone();
+        match cmd.query_async(&mut connection).await {
+            Err(e) if e.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
+                redis::cmd("SCRIPT")
+                    .arg("LOAD")
+                    .arg(source)
+                    .query_async::<()>(&mut connection)
+                    .await?;
+                cmd.query_async(&mut connection).await
+            }
+            reply => reply,
+        }
+    }
+
     /// Takes the lease of every event in one round trip.
     pub async fn lease(&self, event_ids: &[&str]) -> Result<Vec<Lease>, RedisError> {
         if event_ids.is_empty() {
             return Ok(Vec::new());
         }
-        let mut invocation = self.lease_script.prepare_invoke();
-        for id in event_ids {
-            invocation.key(self.key(id));
-        }
-        invocation
-            .arg(&self.token)
-            .arg(self.lease.as_millis() as u64);
-        // invoke_async sends EVALSHA and loads the script on NOSCRIPT (after a Redis restart).
-        let replies: Vec<u8> = invocation
-            .invoke_async(&mut self.connection.clone())
-            .await?;
+        let mut cmd = self.script_cmd(&self.lease_script, event_ids.iter().copied());
+        cmd.arg(&self.token).arg(self.lease.as_millis() as u64);
+        let replies: Vec<u8> = self.run_script(LEASE, &cmd).await?;
         Ok(replies
             .into_iter()
             .map(|r| match r {
@@ -238,21 +278,19 @@ impl Idempotency {
         if items.is_empty() {
             return Ok(Vec::new());
         }
-        let mut invocation = self.apply_script.prepare_invoke();
-        invocation
-            .arg(&self.token)
-            .arg(self.done_ttl.as_secs().max(1));
-        for (event_id, effects) in items {
-            invocation.key(self.key(event_id)).arg(effects.ops.len());
+        let mut cmd = self.script_cmd(&self.apply_script, items.iter().map(|(id, _)| *id));
+        cmd.arg(&self.token).arg(self.done_ttl.as_secs().max(1));
+        for (_, effects) in items {
+            cmd.arg(effects.ops.len());
             for op in &effects.ops {
-                invocation.arg(op.0.len());
+                cmd.arg(op.0.len());
                 for part in &op.0 {
-                    invocation.arg(part.as_slice());
+                    cmd.arg(part.as_slice());
                 }
             }
         }
-        let mut replies: std::vec::IntoIter<String> = invocation
-            .invoke_async::<Vec<String>>(&mut self.connection.clone())
+        let mut replies: std::vec::IntoIter<String> = self
+            .run_script::<Vec<String>>(APPLY, &cmd)
             .await?
             .into_iter();
         let codes = replies.next().unwrap_or_default();
