@@ -152,6 +152,15 @@ fn per_event(latest: &Latest, build: &str, phase: &str) -> f64 {
         .map_or(f64::NAN, |row| f(&row["per_event"]))
 }
 
+/// `v` with `decimals`, or a dash where it was not measured.
+fn shown(v: f64, decimals: usize) -> String {
+    if v.is_nan() {
+        "—".to_owned()
+    } else {
+        format!("{v:.decimals$}")
+    }
+}
+
 /// The instructions table: one row per build, opal and plain rdkafka side by side.
 fn instructions_markdown(latest: &Latest, out: &mut String) {
     let mut builds: Vec<&str> = latest
@@ -185,10 +194,15 @@ fn instructions_markdown(latest: &Latest, out: &mut String) {
         );
         let _ = writeln!(
             out,
-            "| {build} | {raw_publish:.0} | {raw_bare:.0} | {publish:.0} | **{:.2}** | {:.2} | {raw_consume:.0} | {pipeline:.0} | **{:.2}** |",
-            raw_publish / publish,
-            raw_bare / publish,
-            raw_consume / pipeline,
+            "| {build} | {} | {} | {} | **{}** | {} | {} | {} | **{}** |",
+            shown(raw_publish, 0),
+            shown(raw_bare, 0),
+            shown(publish, 0),
+            shown(raw_publish / publish, 2),
+            shown(raw_bare / publish, 2),
+            shown(raw_consume, 0),
+            shown(pipeline, 0),
+            shown(raw_consume / pipeline, 2),
         );
     }
 }
