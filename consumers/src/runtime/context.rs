@@ -1,7 +1,7 @@
 //! Librdkafka callbacks: lag from statistics, commits on revocation.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use rdkafka::client::ClientContext;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
@@ -21,6 +21,18 @@ pub struct RuntimeContext {
     pub(super) metrics: ConsumerMetrics,
     /// Readiness reports the total lag.
     pub(super) health: Arc<Health>,
+    /// Revocations so far. A revocation can come while a batch is being
+    /// collected (inside a poll); the run loop then drops the records taken
+    /// before it, whose partitions are fetched again from the committed
+    /// offsets by their next owner (this instance too, if reassigned).
+    pub(super) revocations: AtomicU64,
+}
+
+impl RuntimeContext {
+    /// How many revocations this member has seen.
+    pub(super) fn revocations(&self) -> u64 {
+        self.revocations.load(Ordering::Acquire)
+    }
 }
 
 impl ClientContext for RuntimeContext {
@@ -44,9 +56,11 @@ impl ClientContext for RuntimeContext {
 
 impl ConsumerContext for RuntimeContext {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        // Batches finish before the next poll, so nothing is in flight here:
-        // commit what is stored before the partitions go.
+        // Batches are processed between polls, so none is being processed
+        // here: commit what is stored before the partitions go. (A batch being
+        // collected drops what it took before this; see `revocations`.)
         if let Rebalance::Revoke(partitions) = rebalance {
+            self.revocations.fetch_add(1, Ordering::AcqRel);
             info!(
                 count = partitions.count(),
                 "partitions revoked; committing stored offsets"

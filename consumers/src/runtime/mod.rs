@@ -149,6 +149,7 @@ impl<H: Handler> Runtime<H> {
             name: handler.name().to_owned(),
             metrics: metrics.clone(),
             health: health.clone(),
+            revocations: Default::default(),
         };
         let consumer: StreamConsumer<RuntimeContext> = consumer_config
             .create_with_context(context)
@@ -255,6 +256,11 @@ impl<H: Handler> Runtime<H> {
                 },
             };
             let mut batch = vec![first];
+            // A revocation inside one of the polls below (a rebalance) makes
+            // the records taken before it stale: their partitions are fetched
+            // again from the committed offsets by their next owner, so they
+            // are dropped here rather than processed twice.
+            let mut revocations = self.consumer.context().revocations();
             while batch.len() < self.args.max_batch {
                 // Records already fetched are taken without arming a timer each.
                 let next = match self.consumer.recv().now_or_never() {
@@ -263,6 +269,15 @@ impl<H: Handler> Runtime<H> {
                         tokio::time::timeout(Duration::from_millis(2), self.consumer.recv()).await
                     }
                 };
+                let seen = self.consumer.context().revocations();
+                if seen != revocations {
+                    info!(
+                        dropped = batch.len(),
+                        "partitions revoked while a batch was being collected: its records are left to the partitions' next owner"
+                    );
+                    batch.clear();
+                    revocations = seen;
+                }
                 match next {
                     Ok(Ok(m)) => batch.push(m),
                     // The batch in hand is processed; a fatal error is seen at the next poll.
@@ -274,6 +289,12 @@ impl<H: Handler> Runtime<H> {
                     }
                     Err(_) => break,
                 }
+            }
+            if batch.is_empty() {
+                if fatal.is_some() {
+                    break;
+                }
+                continue;
             }
             self.metrics.batches.inc();
             let started = Instant::now();
