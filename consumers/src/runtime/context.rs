@@ -1,7 +1,8 @@
 //! Librdkafka callbacks: lag from statistics, commits on revocation.
 
-use std::sync::Arc;
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use rdkafka::client::ClientContext;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
@@ -21,17 +22,24 @@ pub struct RuntimeContext {
     pub(super) metrics: ConsumerMetrics,
     /// Readiness reports the total lag.
     pub(super) health: Arc<Health>,
-    /// Revocations so far. A revocation can come while a batch is being
-    /// collected (inside a poll); the run loop then drops the records taken
-    /// before it, whose partitions are fetched again from the committed
-    /// offsets by their next owner (this instance too, if reassigned).
+    /// Revocations so far, and the partitions revoked since the run loop last
+    /// took them. A revocation can come while a batch is being collected
+    /// (inside a poll); the run loop then drops the records it took before it
+    /// from those partitions, which their next owner (this instance too, if
+    /// reassigned) fetches again from the committed offsets.
     pub(super) revocations: AtomicU64,
+    pub(super) revoked: Mutex<HashSet<(String, i32)>>,
 }
 
 impl RuntimeContext {
     /// How many revocations this member has seen.
     pub(super) fn revocations(&self) -> u64 {
         self.revocations.load(Ordering::Acquire)
+    }
+
+    /// The partitions revoked since the last call.
+    pub(super) fn take_revoked(&self) -> HashSet<(String, i32)> {
+        std::mem::take(&mut *self.revoked.lock().unwrap_or_else(|p| p.into_inner()))
     }
 }
 
@@ -60,6 +68,15 @@ impl ConsumerContext for RuntimeContext {
         // here: commit what is stored before the partitions go. (A batch being
         // collected drops what it took before this; see `revocations`.)
         if let Rebalance::Revoke(partitions) = rebalance {
+            self.revoked
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .extend(
+                    partitions
+                        .elements()
+                        .iter()
+                        .map(|e| (e.topic().to_owned(), e.partition())),
+                );
             self.revocations.fetch_add(1, Ordering::AcqRel);
             info!(
                 count = partitions.count(),

@@ -38,6 +38,7 @@ use anyhow::Context;
 use futures::FutureExt;
 use opal_producers::{Publisher, PublisherConfig};
 use opal_schemas::Codec;
+use rdkafka::Message;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::types::RDKafkaErrorCode;
@@ -150,6 +151,7 @@ impl<H: Handler> Runtime<H> {
             metrics: metrics.clone(),
             health: health.clone(),
             revocations: Default::default(),
+            revoked: Default::default(),
         };
         let consumer: StreamConsumer<RuntimeContext> = consumer_config
             .create_with_context(context)
@@ -257,10 +259,12 @@ impl<H: Handler> Runtime<H> {
             };
             let mut batch = vec![first];
             // A revocation inside one of the polls below (a rebalance) makes
-            // the records taken before it stale: their partitions are fetched
-            // again from the committed offsets by their next owner, so they
-            // are dropped here rather than processed twice.
-            let mut revocations = self.consumer.context().revocations();
+            // the records taken before it from the revoked partitions stale:
+            // their next owner fetches them again from the committed offsets,
+            // so they are dropped here rather than processed twice.
+            let context = self.consumer.context();
+            context.take_revoked();
+            let mut revocations = context.revocations();
             while batch.len() < self.args.max_batch {
                 // Records already fetched are taken without arming a timer each.
                 let next = match self.consumer.recv().now_or_never() {
@@ -269,13 +273,15 @@ impl<H: Handler> Runtime<H> {
                         tokio::time::timeout(Duration::from_millis(2), self.consumer.recv()).await
                     }
                 };
-                let seen = self.consumer.context().revocations();
+                let seen = context.revocations();
                 if seen != revocations {
+                    let revoked = context.take_revoked();
+                    let before = batch.len();
+                    batch.retain(|m| !revoked.contains(&(m.topic().to_owned(), m.partition())));
                     info!(
-                        dropped = batch.len(),
-                        "partitions revoked while a batch was being collected: its records are left to the partitions' next owner"
+                        dropped = before - batch.len(),
+                        "partitions revoked while a batch was being collected: their records are left to the next owner"
                     );
-                    batch.clear();
                     revocations = seen;
                 }
                 match next {
