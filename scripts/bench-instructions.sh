@@ -17,13 +17,9 @@
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
-STACK=scripts/dev-stack.sh
 TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
-
-export OPAL_STACK_DIR=${OPAL_BENCH_STACK_DIR:-$ROOT/.stack/bench}
-export OPAL_KAFKA_PORT=${OPAL_BENCH_KAFKA_PORT:-29092}
-export OPAL_KAFKA_CONTROLLER_PORT=${OPAL_BENCH_KAFKA_CONTROLLER_PORT:-29093}
-export OPAL_REGISTRY_PORT=${OPAL_BENCH_REGISTRY_PORT:-28081}
+# shellcheck source=scripts/bench-stack.sh
+. scripts/bench-stack.sh
 read -r N1 N2 <<<"${OPAL_INSTR_EVENTS:-2000 10000}"
 OUT=${OPAL_INSTR_OUT:-bench/results/instructions.json}
 
@@ -36,12 +32,8 @@ if [ $# -eq 0 ]; then
     set -- "current=$TARGET_DIR/release/opal-bench"
 fi
 
-stop() { $STACK down kafka registry >/dev/null 2>&1 || true; }
-trap stop EXIT
-stop
-rm -rf "$OPAL_STACK_DIR/kafka" "$OPAL_STACK_DIR/registry"
-$STACK up >&2
-eval "$($STACK env)"
+trap bench_stack_down EXIT
+bench_stack_fresh
 STACK_ARGS=(--broker local --brokers "$KAFKA_BROKERS" --schema-registry-url "$SCHEMA_REGISTRY_URL" --redis-url "$REDIS_URL")
 work=$(mktemp -d)
 

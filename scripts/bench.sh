@@ -7,8 +7,9 @@
 #
 #   scripts/bench.sh            (about 7 minutes on a warm 2-core machine)
 #
-# Runs on its own broker and registry (ports 29092/28081, state in .stack/bench,
-# wiped at the start) so nothing else's data is in the way. Release build.
+# Runs on its own broker, registry and Redis (ports 29092/28081/26379, state in
+# .stack/bench, wiped at the start; scripts/bench-stack.sh) so nothing else's
+# data is in the way. Release build.
 # OPAL_BENCH_ARGS overrides the run's size (default: 100 000 events; latency at
 # 5 000, 10 000 and 20 000 events/s for 5 s each, in 3 rounds).
 # OPAL_BENCH_BEFORE=<an opal-bench binary built from an earlier commit> runs it
@@ -18,25 +19,17 @@
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
-STACK=scripts/dev-stack.sh
 TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
-
-export OPAL_STACK_DIR=${OPAL_BENCH_STACK_DIR:-$ROOT/.stack/bench}
-export OPAL_KAFKA_PORT=${OPAL_BENCH_KAFKA_PORT:-29092}
-export OPAL_KAFKA_CONTROLLER_PORT=${OPAL_BENCH_KAFKA_CONTROLLER_PORT:-29093}
-export OPAL_REGISTRY_PORT=${OPAL_BENCH_REGISTRY_PORT:-28081}
+# shellcheck source=scripts/bench-stack.sh
+. scripts/bench-stack.sh
 RESULTS=bench/results
 mkdir -p "$RESULTS"
 
 echo "bench.sh: release build" >&2
 cargo build --release -p opal-bench -p opal-gateway --bins
 
-stop() { $STACK down kafka registry >/dev/null 2>&1 || true; }
-trap stop EXIT
-stop
-rm -rf "$OPAL_STACK_DIR/kafka" "$OPAL_STACK_DIR/registry"
-$STACK up
-eval "$($STACK env)"
+trap bench_stack_down EXIT
+bench_stack_fresh
 kafka_version=$(sed -n 's:.*<kafka.version>\(.*\)</kafka.version>.*:\1:p' scripts/kafka/pom.xml)
 
 read -r -a RUN_ARGS <<<"${OPAL_BENCH_ARGS:---events 100000 --rates 5000,10000,20000 --latency-secs 5 --latency-rounds 3}"
@@ -66,7 +59,7 @@ fi
 # The codec benchmarks encode through the registry: before the stack stops.
 echo "bench.sh: codec microbenchmarks (criterion)" >&2
 cargo bench -p opal-bench --bench codec -- --quiet >/dev/null
-stop
+bench_stack_down
 instructions=()
 if [ "${OPAL_BENCH_INSTRUCTIONS:-1}" != 0 ]; then
     echo "bench.sh: instructions per event (callgrind)" >&2
