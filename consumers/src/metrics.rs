@@ -24,6 +24,9 @@ pub struct ConsumerMetrics {
     pub offset_store_failures: IntCounter,
     /// Failed commits of stored offsets, by when (revoke, shutdown).
     pub commit_failures: IntCounterVec,
+    /// Records dropped from a batch being collected because a rebalance took
+    /// their partition meanwhile (its next owner reads them again).
+    pub revoked_records_dropped: IntCounter,
     pub batches: IntCounter,
     pub last_event_unixtime: Gauge,
     pub publish: PublishMetrics,
@@ -96,6 +99,10 @@ impl ConsumerMetrics {
             ),
             &["during"],
         )?;
+        let revoked_records_dropped = IntCounter::new(
+            "opal_consumer_revoked_records_dropped_total",
+            "Records dropped from a batch being collected because a rebalance revoked their partition (the next owner reads them again)",
+        )?;
         let batches = IntCounter::new("opal_consumer_batches_total", "Poll batches processed")?;
         let last_event_unixtime = Gauge::new(
             "opal_consumer_last_event_timestamp_seconds",
@@ -112,6 +119,7 @@ impl ConsumerMetrics {
             Box::new(dead_letters_refused.clone()),
             Box::new(offset_store_failures.clone()),
             Box::new(commit_failures.clone()),
+            Box::new(revoked_records_dropped.clone()),
             Box::new(batches.clone()),
             Box::new(last_event_unixtime.clone()),
         ] {
@@ -130,6 +138,7 @@ impl ConsumerMetrics {
             dead_letters_refused,
             offset_store_failures,
             commit_failures,
+            revoked_records_dropped,
             batches,
             last_event_unixtime,
             publish,

@@ -71,6 +71,23 @@ impl DeadLetterRefused<'_> {
     }
 }
 
+/// A rebalance revoked partitions while a batch was being collected: the
+/// records already taken from them are dropped, not processed, because the
+/// revoke-time commit did not cover them and their next owner reads them again.
+pub struct RevokedRecordsDropped {
+    pub dropped: usize,
+}
+
+impl RevokedRecordsDropped {
+    pub fn emit(&self, metrics: &ConsumerMetrics) {
+        info!(
+            dropped = self.dropped,
+            "partitions revoked while a batch was being collected: their records are left to the next owner"
+        );
+        metrics.revoked_records_dropped.inc_by(self.dropped as u64);
+    }
+}
+
 /// A dependency stopped answering: consumption pauses.
 pub struct DependencyDown<'a> {
     pub dependency: Dependency,

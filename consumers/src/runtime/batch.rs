@@ -2,30 +2,28 @@
 //! dead-letter, then store offsets; parked partitions are rewound. Every
 //! failure on the way is classified by [`classify`]; a dependency that is
 //! down makes the batch wait where it stands, a transient failure costs the
-//! event one retry, anything else settles it as a dead letter.
+//! event one retry, anything else settles it as a dead letter. The
+//! dead-letter step is in `dead_letters.rs`, the rewinding of parked
+//! partitions in `park.rs`.
 
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use futures::future::join_all;
 use opal_schemas::{Event, validate};
-use rdkafka::TopicPartitionList;
 use rdkafka::consumer::Consumer;
 use rdkafka::message::{BorrowedMessage, Message};
-use tracing::{debug, warn};
+use tracing::debug;
 
 use crate::classify::{FailureClass, ProcessingError, classify};
 use crate::dependency::Dependency;
 use crate::dlq::DeadLetter;
 use crate::handler::{Effects, Handler};
 use crate::idempotency::{Applied, Lease};
-use crate::telemetry::{DeadLetterRefused, DeadLettered, OffsetStoreFailed};
+use crate::telemetry::OffsetStoreFailed;
 
 use super::Runtime;
 use super::handle::{Handled, PartitionEvent};
-
-/// How long a parked partition waits before its waiting event is tried again.
-const PARK_FOR: Duration = Duration::from_secs(1);
 
 /// What became of one record of a batch.
 pub(super) enum Outcome {
@@ -39,11 +37,11 @@ pub(super) enum Outcome {
 pub(super) struct Item<'c> {
     /// The record as read, borrowed from the client (copied only for the
     /// DLQ); its bytes go to the DLQ unchanged if it fails.
-    message: BorrowedMessage<'c>,
+    pub(super) message: BorrowedMessage<'c>,
     /// The decoded, valid event; None until decoded, or if it could not be.
     event: Option<Event>,
     /// How it settled; None while it is still pending.
-    outcome: Option<Outcome>,
+    pub(super) outcome: Option<Outcome>,
     /// Retries spent on transient failures (of the handler, of its state
     /// change); it is dead-lettered once `retry_attempts` attempts failed.
     retries: u32,
@@ -144,51 +142,6 @@ impl<H: Handler> Runtime<H> {
         self.metrics
             .last_event_unixtime
             .set(opal_schemas::now_millis() as f64 / 1000.0);
-    }
-
-    /// Pauses each partition holding a parked event, rewinds it to that event
-    /// and resumes it after `PARK_FOR`, so the event comes again while the
-    /// other partitions (the input it waits for) keep flowing.
-    fn park(&self, items: &[Item<'_>]) {
-        let mut first: BTreeMap<(String, i32), i64> = BTreeMap::new();
-        for item in items {
-            if matches!(item.outcome, Some(Outcome::Parked)) {
-                let m = &item.message;
-                let entry = first
-                    .entry((m.topic().to_owned(), m.partition()))
-                    .or_insert(m.offset());
-                *entry = (*entry).min(m.offset());
-            }
-        }
-        for ((topic, partition), offset) in first {
-            let mut tpl = TopicPartitionList::new();
-            tpl.add_partition(&topic, partition);
-            if let Err(e) = self.consumer.pause(&tpl) {
-                debug!(topic, partition, error = %e, "pause failed (partition revoked?)");
-                continue;
-            }
-            if let Err(e) = self.consumer.seek(
-                &topic,
-                partition,
-                rdkafka::Offset::Offset(offset),
-                Duration::from_secs(5),
-            ) {
-                warn!(topic, partition, offset, error = %e, "could not rewind a parked partition");
-            }
-            let consumer = self.consumer.clone();
-            let cancel = self.cancel.clone();
-            // A timer under the root token: shutdown does not wait for it.
-            tokio::spawn(async move {
-                tokio::select! {
-                    _ = cancel.cancelled() => {}
-                    _ = tokio::time::sleep(PARK_FOR) => {
-                        if let Err(e) = consumer.resume(&tpl) {
-                            debug!(error = %e, "resume failed (partition revoked?)");
-                        }
-                    }
-                }
-            });
-        }
     }
 
     /// Step 1: decode and validate every record; undecodable and invalid ones are settled as dead.
@@ -530,98 +483,5 @@ impl<H: Handler> Runtime<H> {
                 },
             })
             .collect())
-    }
-
-    fn dead(&self, item: &Item<'_>, class: FailureClass, error: String, attempts: u32) -> Outcome {
-        debug!(
-            topic = item.message.topic(),
-            partition = item.message.partition(),
-            offset = item.message.offset(),
-            class = class.dlq_name(),
-            error = %error,
-            "to the dead-letter topic"
-        );
-        Outcome::Dead(DeadLetter {
-            message: item.message.detach(),
-            class,
-            error,
-            attempts,
-        })
-    }
-
-    /// Step 4: the batch's dead letters, confirmed by the broker before offsets move.
-    async fn dead_letter(&self, items: &[Item<'_>]) -> Result<(), Abandoned> {
-        let mut attempt = 0;
-        let mut sent = vec![false; items.len()];
-        let mut waited_on = None;
-        loop {
-            let open: Vec<usize> = (0..items.len())
-                .filter(|i| !sent[*i] && matches!(items[*i].outcome, Some(Outcome::Dead(_))))
-                .collect();
-            if open.is_empty() {
-                break;
-            }
-            let results = join_all(open.iter().map(|i| async move {
-                match &items[*i].outcome {
-                    Some(Outcome::Dead(dead)) => Some((dead, self.dlq.send(dead).await)),
-                    _ => None,
-                }
-            }))
-            .await;
-            let mut down = None;
-            for (i, result) in open.into_iter().zip(results) {
-                let Some((dead, result)) = result else {
-                    continue;
-                };
-                let m = &dead.message;
-                let error = match result {
-                    Ok(()) => {
-                        sent[i] = true;
-                        DeadLettered {
-                            consumer: self.handler.name(),
-                            topic: m.topic(),
-                            partition: m.partition(),
-                            offset: m.offset(),
-                            class: dead.class,
-                            attempts: dead.attempts,
-                            error: &dead.error,
-                        }
-                        .emit(&self.metrics);
-                        continue;
-                    }
-                    Err(source) => ProcessingError::DeadLetter {
-                        topic: self.dlq.topic().to_owned(),
-                        source,
-                    },
-                };
-                match classify(&error) {
-                    FailureClass::DependencyDown(dependency) => down = Some((dependency, error)),
-                    class => {
-                        sent[i] = true;
-                        DeadLetterRefused {
-                            consumer: self.handler.name(),
-                            topic: m.topic(),
-                            partition: m.partition(),
-                            offset: m.offset(),
-                            class,
-                            error: &error.to_string(),
-                        }
-                        .emit(&self.metrics);
-                    }
-                }
-            }
-            match down {
-                None => break,
-                Some((dependency, e)) => {
-                    attempt += 1;
-                    waited_on = Some(dependency);
-                    self.wait_for(dependency, &e, attempt).await?;
-                }
-            }
-        }
-        if let Some(dependency) = waited_on {
-            self.dependency_back(dependency);
-        }
-        Ok(())
     }
 }

@@ -24,9 +24,11 @@
 mod batch;
 mod connect;
 mod context;
+mod dead_letters;
 mod emit;
 mod handle;
 mod health_checks;
+mod park;
 mod topics;
 mod waits;
 
@@ -52,7 +54,7 @@ use crate::handler::{Handler, StateReader};
 use crate::health::Health;
 use crate::idempotency::Idempotency;
 use crate::metrics::ConsumerMetrics;
-use crate::telemetry::{CommitFailed, KafkaFatal};
+use crate::telemetry::{CommitFailed, KafkaFatal, RevokedRecordsDropped};
 
 pub use context::RuntimeContext;
 pub use emit::derived_event_id;
@@ -278,10 +280,10 @@ impl<H: Handler> Runtime<H> {
                     let revoked = context.take_revoked();
                     let before = batch.len();
                     batch.retain(|m| !revoked.contains(&(m.topic().to_owned(), m.partition())));
-                    info!(
-                        dropped = before - batch.len(),
-                        "partitions revoked while a batch was being collected: their records are left to the next owner"
-                    );
+                    RevokedRecordsDropped {
+                        dropped: before - batch.len(),
+                    }
+                    .emit(&self.metrics);
                     revocations = seen;
                 }
                 match next {
