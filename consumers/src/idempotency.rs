@@ -195,15 +195,8 @@ impl Idempotency {
         }
     }
 
-    /// `<topic prefix>opal:idempotency:<group>:<event_id>`
-    pub fn key(&self, event_id: &str) -> String {
-        let mut key = String::with_capacity(self.prefix.len() + event_id.len());
-        key.push_str(&self.prefix);
-        key.push_str(event_id);
-        key
-    }
-
-    /// Appends `event_id`'s key to `cmd` as one argument, without building a `String`.
+    /// Appends `event_id`'s key, `<topic prefix>opal:idempotency:<group>:<event_id>`,
+    /// to `cmd` as one argument, without building a `String`.
     fn write_key(&self, cmd: &mut Cmd, event_id: &str) {
         let mut arg = cmd.writer_for_next_arg();
         // Writing into the command's own buffer cannot fail.
