@@ -15,8 +15,8 @@ use std::time::Duration;
 
 use anyhow::Context;
 use opal_consumers::RuntimeArgs;
-use opal_producers::perf::{self, PerfOptions, RawRecord};
-use opal_producers::{PublishMetrics, Publisher, PublisherConfig};
+use opal_producers::perf::{self, PerfOptions};
+use opal_producers::{PublishMetrics, Publisher, PublisherConfig, WireRecord};
 use opal_schemas::Environment;
 use opal_schemas::samples::default_example;
 use tokio_util::sync::CancellationToken;
@@ -72,7 +72,7 @@ fn publisher(stack: &RunOptions, prefix: &str) -> anyhow::Result<Publisher> {
 }
 
 /// The record the raw producer sends: what the publisher would, same payload and headers.
-async fn raw_record(publisher: &Publisher) -> anyhow::Result<RawRecord> {
+async fn raw_record(publisher: &Publisher) -> anyhow::Result<WireRecord> {
     Ok(publisher.sample_record(default_example(EVENT_TYPE)).await?)
 }
 

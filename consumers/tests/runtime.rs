@@ -22,8 +22,7 @@ async fn poison_pills_go_to_the_dlq_with_headers_and_good_events_around_them_are
         .schema_id(EventType::KnowledgeUpserted, &topic)
         .await
         .expect("id");
-    let valid =
-        encode_with_id(&default_example(EventType::KnowledgeUpserted), schema_id).expect("encode");
+    let valid = encode_with_id(&default_example(EventType::KnowledgeUpserted), schema_id);
     let registry = env.publisher.codec().registry();
     let foreign = r#"{"type":"record","name":"Stranger","namespace":"elsewhere","fields":[{"name":"x","type":"long"}]}"#;
     let foreign_id = registry
@@ -34,7 +33,7 @@ async fn poison_pills_go_to_the_dlq_with_headers_and_good_events_around_them_are
     if let Event::KnowledgeUpserted(k) = &mut invalid_event {
         k.knowledge_id = String::new();
     }
-    let invalid = encode_with_id(&invalid_event, schema_id).expect("encode");
+    let invalid = encode_with_id(&invalid_event, schema_id);
 
     let pills: Vec<(&str, Option<Vec<u8>>, &str)> = vec![
         ("empty", None, "opal.Undecodable"),

@@ -50,9 +50,9 @@ fuzz_target!(|bytes: &[u8]| {
         .rev()
         .find(|w| w.event_type() == writer.event_type())
         .expect("the current schema is the last of its type");
-    let first = encode_with_id(&decoded.event, 1).expect("a decoded event re-encodes");
+    let first = encode_with_id(&decoded.event, 1);
     let (_, again) = split_wire_format(&first).expect("our own header");
     let round = reader.decode(again).expect("our own encoding decodes");
-    let second = encode_with_id(&round.event, 1).expect("re-encodes");
+    let second = encode_with_id(&round.event, 1);
     assert_eq!(first, second, "encode/decode is not stable");
 });

@@ -13,12 +13,6 @@ pub enum PublishError {
         #[source]
         source: ValidationError,
     },
-    /// The event cannot be written with its schema.
-    #[error("cannot serialise {event_type}: {reason}")]
-    Serialization {
-        event_type: EventType,
-        reason: String,
-    },
     /// The registry is down, refuses us, or lacks our schema.
     #[error("schema registry: {0}")]
     Registry(#[source] CodecError),
@@ -40,7 +34,6 @@ impl PublishError {
     pub fn reason(&self) -> &'static str {
         match self {
             PublishError::Invalid { .. } => "invalid",
-            PublishError::Serialization { .. } => "serialization",
             PublishError::Registry(_) => "registry",
             PublishError::BrokerRetriable(_) => "broker_retriable",
             PublishError::BrokerRejected(_) => "broker_rejected",
@@ -55,15 +48,6 @@ impl PublishError {
             PublishError::BrokerRetriable(_) | PublishError::BrokerFatal(_) => true,
             PublishError::Registry(e) => e.is_dependency_down(),
             _ => false,
-        }
-    }
-
-    pub(crate) fn from_codec(event_type: EventType, error: CodecError) -> Self {
-        match error {
-            CodecError::Serialization { reason, .. } => {
-                PublishError::Serialization { event_type, reason }
-            }
-            other => PublishError::Registry(other),
         }
     }
 

@@ -14,4 +14,4 @@ pub mod suite;
 pub use config::PublisherConfig;
 pub use error::PublishError;
 pub use metrics::PublishMetrics;
-pub use publisher::{Delivery, Publisher};
+pub use publisher::{Delivery, Publisher, WireRecord};

@@ -16,7 +16,7 @@ use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::util::Timeout;
 use serde::Serialize;
 
-use crate::publisher::Publisher;
+use crate::publisher::{Publisher, WireRecord};
 
 /// Records in flight at once; past this the run waits for delivery reports.
 const MAX_IN_FLIGHT: usize = 20_000;
@@ -128,9 +128,7 @@ pub async fn run_typed(publisher: &Publisher, options: &PerfOptions) -> PerfResu
     let events = Events::new(options, publisher);
     let mut sample = events.get(0);
     publisher.fill_envelope(&mut sample);
-    let record_bytes = opal_schemas::codec::encode_with_id(&sample, 1)
-        .map(|b| b.len())
-        .unwrap_or(0);
+    let record_bytes = opal_schemas::codec::encode_with_id(&sample, 1).len();
     let bar = progress(options);
     let start = Instant::now();
     let mut latencies = Vec::with_capacity(options.num_records as usize);
@@ -172,24 +170,6 @@ pub async fn run_typed(publisher: &Publisher, options: &PerfOptions) -> PerfResu
     summarise("typed", start.elapsed(), latencies, errors, record_bytes)
 }
 
-/// What the raw baseline sends per record: the bytes and the headers the
-/// publisher sends for an event of the type (see `Publisher::sample_record`),
-/// so both sides send the same records.
-#[derive(Debug, Clone)]
-pub struct RawRecord {
-    pub payload: Vec<u8>,
-    /// Header names and values; empty for a bare record.
-    pub headers: Vec<(&'static str, String)>,
-}
-
-impl RawRecord {
-    /// The same record without headers.
-    pub fn bare(mut self) -> Self {
-        self.headers.clear();
-        self
-    }
-}
-
 /// A plain rdkafka producer with the publisher's delivery settings.
 pub fn raw_producer(client_config: &ClientConfig) -> Result<FutureProducer, KafkaError> {
     let mut config = client_config.clone();
@@ -205,7 +185,7 @@ pub fn raw_producer(client_config: &ClientConfig) -> Result<FutureProducer, Kafk
 pub async fn run_raw(
     producer: &FutureProducer,
     topic: &str,
-    record: &RawRecord,
+    record: &WireRecord,
     options: &PerfOptions,
 ) -> Result<PerfResult, KafkaError> {
     let payload = &record.payload;

@@ -118,6 +118,23 @@ impl<'a> Reader<'a> {
         Ok(count as usize)
     }
 
+    /// An array's or map's blocks up to the empty block that ends it: `item`
+    /// reads each item.
+    fn blocks(
+        &mut self,
+        mut item: impl FnMut(&mut Self) -> Result<(), ReadError>,
+    ) -> Result<(), ReadError> {
+        loop {
+            let count = self.block()?;
+            if count == 0 {
+                return Ok(());
+            }
+            for _ in 0..count {
+                item(self)?;
+            }
+        }
+    }
+
     /// A union branch or enum symbol index, below `len`.
     pub(crate) fn index(&mut self, len: usize, what: &str) -> Result<usize, ReadError> {
         let i = self.long()?;
@@ -136,6 +153,22 @@ pub(crate) fn write_long(value: i64, out: &mut Vec<u8>) {
         n >>= 7;
     }
     out.push(n as u8);
+}
+
+/// An array's or map's items as one block, then the empty block that ends it
+/// (as apache-avro writes them; no items is the empty block alone).
+fn write_blocks<I: ExactSizeIterator>(
+    items: I,
+    out: &mut Vec<u8>,
+    mut item: impl FnMut(I::Item, &mut Vec<u8>),
+) {
+    if items.len() > 0 {
+        write_long(items.len() as i64, out);
+        for i in items {
+            item(i, out);
+        }
+    }
+    out.push(0);
 }
 
 /// A value of one of our schemas' types.
@@ -221,56 +254,36 @@ impl<T: AvroBinary> AvroBinary for Option<T> {
     }
 }
 
-/// An array: one block of all items, then the empty block (as apache-avro writes it).
 impl<T: AvroBinary> AvroBinary for Vec<T> {
     fn write(&self, out: &mut Vec<u8>) {
-        if !self.is_empty() {
-            write_long(self.len() as i64, out);
-            for item in self {
-                item.write(out);
-            }
-        }
-        out.push(0);
+        write_blocks(self.iter(), out, |item, out| item.write(out));
     }
     fn read(r: &mut Reader<'_>) -> Result<Self, ReadError> {
         let mut items = Vec::new();
-        loop {
-            let count = r.block()?;
-            if count == 0 {
-                return Ok(items);
-            }
-            items.reserve(count);
-            for _ in 0..count {
-                items.push(T::read(r)?);
-            }
-        }
+        r.blocks(|r| {
+            items.push(T::read(r)?);
+            Ok(())
+        })?;
+        Ok(items)
     }
 }
 
 /// A map of strings, in key order.
 impl AvroBinary for BTreeMap<String, String> {
     fn write(&self, out: &mut Vec<u8>) {
-        if !self.is_empty() {
-            write_long(self.len() as i64, out);
-            for (key, value) in self {
-                key.write(out);
-                value.write(out);
-            }
-        }
-        out.push(0);
+        write_blocks(self.iter(), out, |(key, value), out| {
+            key.write(out);
+            value.write(out);
+        });
     }
     fn read(r: &mut Reader<'_>) -> Result<Self, ReadError> {
         let mut map = BTreeMap::new();
-        loop {
-            let count = r.block()?;
-            if count == 0 {
-                return Ok(map);
-            }
-            for _ in 0..count {
-                let key = String::read(r)?;
-                map.insert(key, String::read(r)?);
-            }
-        }
+        r.blocks(|r| {
+            let key = String::read(r)?;
+            map.insert(key, String::read(r)?);
+            Ok(())
+        })?;
+        Ok(map)
     }
 }
 

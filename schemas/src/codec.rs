@@ -34,12 +34,6 @@ pub enum CodecError {
     /// The body does not decode with its writer schema, or does not resolve to ours.
     #[error("corrupt Avro body (schema id {schema_id}): {reason}")]
     CorruptAvro { schema_id: u32, reason: String },
-    /// The event cannot be written with its schema; names the field where it can.
-    #[error("cannot serialise {event_type}: {reason}")]
-    Serialization {
-        event_type: EventType,
-        reason: String,
-    },
     #[error(
         "subject '{0}' has no registered version of our schema; run kafka-init (opal-admin init)"
     )]
@@ -242,7 +236,7 @@ impl Codec {
     /// Encodes `event` for `topic`: wire-format bytes and the schema id used.
     pub async fn encode(&self, event: &Event, topic: &str) -> Result<(Vec<u8>, u32)> {
         let id = self.schema_id(event.event_type(), topic).await?;
-        Ok((encode_with_id(event, id)?, id))
+        Ok((encode_with_id(event, id), id))
     }
 
     /// Decodes wire-format bytes into a typed event.
@@ -291,19 +285,20 @@ impl Codec {
 }
 
 /// Encodes `event` with our schema into wire format under `schema_id`.
-pub fn encode_with_id(event: &Event, schema_id: u32) -> Result<Vec<u8>> {
+/// Cannot fail: every `Event` value has a body under its own schema (a test
+/// compares the bytes with apache-avro's for every event type).
+pub fn encode_with_id(event: &Event, schema_id: u32) -> Vec<u8> {
     let mut bytes = Vec::with_capacity(256);
-    encode_into(event, schema_id, &mut bytes)?;
-    Ok(bytes)
+    encode_into(event, schema_id, &mut bytes);
+    bytes
 }
 
 /// Appends `event`'s wire format under `schema_id` to `out`, so a caller can
-/// reuse one buffer; on error `out` is left as it was.
-pub fn encode_into(event: &Event, schema_id: u32, out: &mut Vec<u8>) -> Result<()> {
+/// reuse one buffer.
+pub fn encode_into(event: &Event, schema_id: u32, out: &mut Vec<u8>) {
     out.push(MAGIC);
     out.extend_from_slice(&schema_id.to_be_bytes());
     crate::encode::write_body(event, out);
-    Ok(())
 }
 
 /// The cache cell for `key`, created empty on first use.

@@ -164,7 +164,7 @@ async fn undecodable_bytes_get_typed_errors() {
         .register("w-value", EventType::WorkflowCompleted.schema_json())
         .await
         .expect("register");
-    let good = encode_with_id(&event, id).expect("encode");
+    let good = encode_with_id(&event, id);
     let foreign = r#"{"type":"record","name":"Other","namespace":"elsewhere","fields":[{"name":"x","type":"long"}]}"#;
     let foreign_id = client
         .register("other-value", foreign)
@@ -225,7 +225,7 @@ async fn registry_down_is_a_dependency_error_never_cached_and_writers_are_cached
     let url = format!("http://127.0.0.1:{port}");
     let codec = codec(&url);
     let event = example(EventType::KnowledgeUpserted, example_envelope(1));
-    let bytes = encode_with_id(&event, 1).expect("encode");
+    let bytes = encode_with_id(&event, 1);
     let err = codec.decode(&bytes).await.expect_err("registry down");
     assert!(err.is_dependency_down() && !err.is_undecodable(), "{err:?}");
 
@@ -332,7 +332,7 @@ fn direct_encoding_matches_the_generic_path_and_round_trips() {
         }
         events.push(other);
         for event in events {
-            let direct = encode_with_id(&event, 7).expect("direct encode");
+            let direct = encode_with_id(&event, 7);
             let generic = encode_as(&event, event_type.schema_json(), 7);
             assert_eq!(direct.len(), generic.len(), "{event_type:?}: same size");
             if !format!("{:?}", event.to_avro().expect("value")).contains("Map(") {
