@@ -1,0 +1,155 @@
+//! The lease → apply protocol of `Idempotency` against a real Redis, with two
+//! instances of one group (two tokens) racing on the same events, as two
+//! consumers do around a rebalance. Events without state changes take the
+//! apply script's one-call path (the lease swapped for the done-mark), events
+//! with state changes the checked path; both must answer the same.
+
+#![allow(clippy::unwrap_used)]
+
+use std::time::Duration;
+
+use opal_consumers::idempotency::{Applied, Idempotency, Lease, Refused};
+use opal_consumers::{Effects, StateOp};
+use opal_e2e::unique;
+use redis::AsyncCommands;
+use redis::aio::ConnectionManager;
+
+async fn connection() -> ConnectionManager {
+    redis::Client::open(opal_e2e::redis_url())
+        .unwrap()
+        .get_connection_manager()
+        .await
+        .expect("redis (scripts/dev-stack.sh up)")
+}
+
+/// Two instances of one consumer group: each has its own lease token.
+async fn two_instances(prefix: &str) -> (Idempotency, Idempotency, ConnectionManager) {
+    let connection = connection().await;
+    let instance = || {
+        Idempotency::new(
+            connection.clone(),
+            prefix,
+            "group",
+            Duration::from_secs(600),
+            Duration::from_secs(30),
+        )
+    };
+    (instance(), instance(), connection)
+}
+
+fn key(prefix: &str, id: &str) -> String {
+    format!("{prefix}opal:idempotency:group:{id}")
+}
+
+async fn applied(
+    instance: &Idempotency,
+    items: &[(&str, &Effects)],
+) -> Vec<Result<Applied, Refused>> {
+    instance.apply(items).await.expect("apply")
+}
+
+#[tokio::test]
+async fn an_event_without_state_changes_is_applied_once_by_the_lease_holder_only() {
+    let prefix = unique("idem-noop.");
+    let (a, b, mut redis) = two_instances(&prefix).await;
+    let none = Effects::none();
+
+    assert_eq!(a.lease(&["e1"]).await.unwrap(), vec![Lease::Acquired]);
+    assert_eq!(b.lease(&["e1"]).await.unwrap(), vec![Lease::HeldElsewhere]);
+    // B never held the lease: its apply changes nothing, and A's lease stands.
+    assert_eq!(
+        applied(&b, &[("e1", &none)]).await,
+        vec![Ok(Applied::LeaseLost)]
+    );
+    let ttl: i64 = redis.pttl(key(&prefix, "e1")).await.unwrap();
+    assert!(ttl > 0, "A's lease still expires (pttl {ttl})");
+    assert_eq!(b.lease(&["e1"]).await.unwrap(), vec![Lease::HeldElsewhere]);
+
+    assert_eq!(
+        applied(&a, &[("e1", &none)]).await,
+        vec![Ok(Applied::Applied)]
+    );
+    let mark: String = redis.get(key(&prefix, "e1")).await.unwrap();
+    assert_eq!(mark, "done");
+    let ttl: i64 = redis.ttl(key(&prefix, "e1")).await.unwrap();
+    assert!(
+        ttl > 30,
+        "the done-mark lives for the done TTL, not the lease's (ttl {ttl} s)"
+    );
+
+    // Afterwards both see a duplicate, and a second apply changes nothing.
+    assert_eq!(b.lease(&["e1"]).await.unwrap(), vec![Lease::Done]);
+    assert_eq!(
+        applied(&b, &[("e1", &none)]).await,
+        vec![Ok(Applied::AlreadyDone)]
+    );
+    assert_eq!(
+        applied(&a, &[("e1", &none)]).await,
+        vec![Ok(Applied::AlreadyDone)]
+    );
+}
+
+#[tokio::test]
+async fn an_apply_without_a_lease_creates_nothing() {
+    let prefix = unique("idem-nolease.");
+    let (a, b, mut redis) = two_instances(&prefix).await;
+
+    assert_eq!(
+        applied(&a, &[("e1", &Effects::none())]).await,
+        vec![Ok(Applied::LeaseLost)]
+    );
+    let exists: bool = redis.exists(key(&prefix, "e1")).await.unwrap();
+    assert!(!exists, "no done-mark for an event nobody leased");
+    assert_eq!(b.lease(&["e1"]).await.unwrap(), vec![Lease::Acquired]);
+}
+
+#[tokio::test]
+async fn a_batch_mixing_events_with_and_without_state_changes_applies_each() {
+    let prefix = unique("idem-mixed.");
+    let (a, _, mut redis) = two_instances(&prefix).await;
+    let counter = format!("{prefix}counter");
+    let none = Effects::none();
+    let incr = Effects::none().op(StateOp::cmd("INCRBY").arg(&counter).arg(5));
+
+    assert_eq!(
+        a.lease(&["e1", "e2", "e3"]).await.unwrap(),
+        vec![Lease::Acquired; 3]
+    );
+    assert_eq!(
+        applied(&a, &[("e1", &none), ("e2", &incr), ("e3", &none)]).await,
+        vec![Ok(Applied::Applied); 3]
+    );
+    let total: i64 = redis.get(&counter).await.unwrap();
+    assert_eq!(total, 5);
+    for id in ["e1", "e2", "e3"] {
+        let mark: String = redis.get(key(&prefix, id)).await.unwrap();
+        assert_eq!(mark, "done", "{id}");
+    }
+}
+
+#[tokio::test]
+async fn after_a_refused_event_the_rest_of_the_batch_waits_with_its_leases_kept() {
+    let prefix = unique("idem-refused.");
+    let (a, b, mut redis) = two_instances(&prefix).await;
+    let text = format!("{prefix}text");
+    let _: () = redis.set(&text, "not a hash").await.unwrap();
+    let wrong_type = Effects::none().op(StateOp::cmd("HINCRBY").arg(&text).arg("f").arg(1));
+    let none = Effects::none();
+
+    assert_eq!(
+        a.lease(&["e1", "e2"]).await.unwrap(),
+        vec![Lease::Acquired; 2]
+    );
+    let outcome = applied(&a, &[("e1", &wrong_type), ("e2", &none)]).await;
+    assert!(
+        matches!(&outcome[0], Err(Refused(reason)) if reason.contains("WRONGTYPE")),
+        "{outcome:?}"
+    );
+    assert_eq!(outcome[1], Ok(Applied::Deferred));
+    // e2 is still A's: B cannot take it, and A applies it on the next try.
+    assert_eq!(b.lease(&["e2"]).await.unwrap(), vec![Lease::HeldElsewhere]);
+    assert_eq!(
+        applied(&a, &[("e2", &none)]).await,
+        vec![Ok(Applied::Applied)]
+    );
+}
