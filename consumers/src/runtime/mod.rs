@@ -260,6 +260,7 @@ impl<H: Handler> Runtime<H> {
                 },
             };
             let mut batch = vec![first];
+            let batch_wait = Duration::from_micros(self.args.batch_wait_us);
             // A revocation inside one of the polls below (a rebalance) makes
             // the records taken before it from the revoked partitions stale:
             // their next owner fetches them again from the committed offsets,
@@ -268,12 +269,14 @@ impl<H: Handler> Runtime<H> {
             context.take_revoked();
             let mut revocations = context.revocations();
             while batch.len() < self.args.max_batch {
-                // Records already fetched are taken without arming a timer each.
+                // Records already fetched are taken as they are; only a batch
+                // wait (OPAL_BATCH_WAIT_US) arms a timer for more.
                 let next = match self.consumer.recv().now_or_never() {
-                    Some(next) => Ok(next),
-                    None => {
-                        tokio::time::timeout(Duration::from_millis(2), self.consumer.recv()).await
-                    }
+                    Some(next) => Some(next),
+                    None if batch_wait.is_zero() => None,
+                    None => tokio::time::timeout(batch_wait, self.consumer.recv())
+                        .await
+                        .ok(),
                 };
                 let seen = context.revocations();
                 if seen != revocations {
@@ -287,15 +290,16 @@ impl<H: Handler> Runtime<H> {
                     revocations = seen;
                 }
                 match next {
-                    Ok(Ok(m)) => batch.push(m),
+                    Some(Ok(m)) => batch.push(m),
                     // The batch in hand is processed; a fatal error is seen at the next poll.
-                    Ok(Err(e)) => {
+                    Some(Err(e)) => {
                         if let PollFailure::Fatal(reason) = self.poll_failed(&e) {
                             fatal = Some(reason);
                             break;
                         }
                     }
-                    Err(_) => break,
+                    // Nothing more within the wait: the batch is complete.
+                    None => break,
                 }
             }
             if batch.is_empty() {
