@@ -243,6 +243,7 @@ impl<H: Handler> Runtime<H> {
         ));
         let mut end = RunEnd::Drained;
         let mut fatal = None;
+        let batch_wait = Duration::from_micros(self.args.batch_wait_us);
         'consume: while !self.cancel.is_cancelled() {
             let first = tokio::select! {
                 _ = self.cancel.cancelled() => break,
@@ -260,7 +261,6 @@ impl<H: Handler> Runtime<H> {
                 },
             };
             let mut batch = vec![first];
-            let batch_wait = Duration::from_micros(self.args.batch_wait_us);
             // A revocation inside one of the polls below (a rebalance) makes
             // the records taken before it from the revoked partitions stale:
             // their next owner fetches them again from the committed offsets,
