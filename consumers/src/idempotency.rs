@@ -8,6 +8,15 @@
 //! call for the whole poll batch: two Redis round trips and two commands per
 //! batch, instead of one command (or three) per event.
 //!
+//! Leases are not durable: the lease script writes nothing to the append-only
+//! file or to replicas (`redis.set_repl(redis.REPL_NONE)`), so with
+//! `appendfsync always` only the apply's round trip waits for an fsync.
+//! Losing leases in a Redis crash is losing them to expiry early: the apply
+//! finds its lease gone and applies nothing, and the event is leased and
+//! handled again. Done-marks and effects are written as usual. Measured with a
+//! 2 000-event batch: Redis's CPU per event falls by about a third, and its
+//! append-only file by half.
+//!
 //! Each event's effects apply as a unit. Redis does not roll back a script's
 //! earlier writes when a later command fails, so the apply script snapshots
 //! (`DUMP`) the keys an event's commands touch before running them and, if
@@ -31,6 +40,10 @@ use crate::handler::Effects;
 /// elsewhere. (One string, not an array: parsing an array reply costs the
 /// client more per element than the script does.)
 const LEASE: &str = r#"
+-- Leases stay in memory: not written to the append-only file or replicas,
+-- so this script's round trip waits for no fsync (see the module docs).
+redis.replicate_commands()
+redis.set_repl(redis.REPL_NONE)
 local out = {}
 for k, key in ipairs(KEYS) do
   if redis.call('SET', key, ARGV[1], 'NX', 'PX', ARGV[2]) then
@@ -55,6 +68,9 @@ return table.concat(out)
 /// kept), "4" = deferred: an earlier event of this call was refused, so to
 /// keep each partition's order nothing after it is applied (the lease kept).
 const APPLY: &str = r#"
+-- Replicate what this script does, not the script: it reads leases, which
+-- are not in the append-only file (Redis 6.2 replicates scripts verbatim).
+redis.replicate_commands()
 local out = {}
 local errors = {}
 local i = 4
@@ -65,7 +81,9 @@ for k, key in ipairs(KEYS) do
   if ops == 0 and not stopped then
     -- Nothing to apply (most events): one call turns our lease into the
     -- done-mark instead of GET then SET (about a quarter of this script's time).
-    local was = redis.call('SET', key, 'done', 'XX', 'GET', 'EX', ARGV[2])
+    -- Unconditional (no XX), so that replaying it from the append-only file,
+    -- where the lease never was, still leaves the mark.
+    local was = redis.call('SET', key, 'done', 'GET', 'EX', ARGV[2])
     if was == ARGV[1] then
       out[k] = '1'
     elseif was == 'done' then
@@ -75,6 +93,9 @@ for k, key in ipairs(KEYS) do
         -- Another instance's lease: put it back (for a full lease, as its
         -- time left is gone with it; it only delays a crashed holder's expiry).
         redis.call('SET', key, was, 'PX', ARGV[3])
+      else
+        -- Nobody's lease (it expired): take the mark back.
+        redis.call('DEL', key)
       end
       out[k] = '0'
     end

@@ -6,6 +6,8 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::time::Duration;
 
 use opal_consumers::idempotency::{Applied, Idempotency, Lease, Refused};
@@ -14,8 +16,8 @@ use opal_e2e::unique;
 use redis::AsyncCommands;
 use redis::aio::ConnectionManager;
 
-async fn connection() -> ConnectionManager {
-    redis::Client::open(opal_e2e::redis_url())
+async fn connection(url: &str) -> ConnectionManager {
+    redis::Client::open(url)
         .unwrap()
         .get_connection_manager()
         .await
@@ -24,7 +26,14 @@ async fn connection() -> ConnectionManager {
 
 /// Two instances of one consumer group: each has its own lease token.
 async fn two_instances(prefix: &str) -> (Idempotency, Idempotency, ConnectionManager) {
-    let connection = connection().await;
+    two_instances_at(&opal_e2e::redis_url(), prefix).await
+}
+
+async fn two_instances_at(
+    url: &str,
+    prefix: &str,
+) -> (Idempotency, Idempotency, ConnectionManager) {
+    let connection = connection(url).await;
     let instance = || {
         Idempotency::new(
             connection.clone(),
@@ -152,4 +161,69 @@ async fn after_a_refused_event_the_rest_of_the_batch_waits_with_its_leases_kept(
         applied(&a, &[("e2", &none)]).await,
         vec![Ok(Applied::Applied)]
     );
+}
+
+#[tokio::test]
+async fn a_redis_crash_loses_the_leases_and_keeps_the_done_marks() {
+    let prefix = unique("idem-crash.");
+    let dir = std::env::temp_dir().join(unique("opal-redis-crash"));
+    let port = common::free_port();
+    let server = common::PrivateRedis::start(port, &dir);
+    server.answering().await;
+    let url = server.url();
+    let (a, _, _) = two_instances_at(&url, &prefix).await;
+    let counter = format!("{prefix}counter");
+    let incr = Effects::none().op(StateOp::cmd("INCRBY").arg(&counter).arg(5));
+    let none = Effects::none();
+
+    assert_eq!(
+        a.lease(&["e1", "e2", "e3"]).await.unwrap(),
+        vec![Lease::Acquired; 3]
+    );
+    assert_eq!(
+        applied(&a, &[("e1", &none), ("e2", &incr)]).await,
+        vec![Ok(Applied::Applied); 2]
+    );
+    // kill -9 (the drop), then Redis rebuilds itself from its append-only file.
+    drop(server);
+    let server = common::PrivateRedis::start(port, &dir);
+    server.answering().await;
+    let (b, _, mut redis) = two_instances_at(&url, &prefix).await;
+
+    for id in ["e1", "e2"] {
+        let mark: String = redis.get(key(&prefix, id)).await.unwrap();
+        assert_eq!(mark, "done", "{id}'s done-mark survives the crash");
+        let ttl: i64 = redis.ttl(key(&prefix, id)).await.unwrap();
+        assert!(ttl > 30, "{id} keeps its done TTL (ttl {ttl} s)");
+    }
+    let total: i64 = redis.get(&counter).await.unwrap();
+    assert_eq!(total, 5, "e2's effect survives the crash, once");
+    let exists: bool = redis.exists(key(&prefix, "e3")).await.unwrap();
+    assert!(
+        !exists,
+        "e3's lease was never written to the append-only file"
+    );
+    // The lost lease is lost as to expiry: its holder's apply changes nothing,
+    // and the event goes to whoever leases it next.
+    // (A's connection reconnects on the first command after the crash, which fails.)
+    let mut after_crash = None;
+    for _ in 0..100 {
+        if let Ok(outcome) = a.apply(&[("e3", &incr)]).await {
+            after_crash = Some(outcome);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(after_crash, Some(vec![Ok(Applied::LeaseLost)]));
+    assert_eq!(
+        b.lease(&["e1", "e2", "e3"]).await.unwrap(),
+        vec![Lease::Done, Lease::Done, Lease::Acquired]
+    );
+    assert_eq!(
+        applied(&b, &[("e3", &incr)]).await,
+        vec![Ok(Applied::Applied)]
+    );
+    let total: i64 = redis.get(&counter).await.unwrap();
+    assert_eq!(total, 10);
+    let _ = std::fs::remove_dir_all(&dir);
 }
