@@ -47,7 +47,22 @@ async fn publish_in_order(env: &Env, events: &[(usize, Event)]) {
 
 #[tokio::test]
 async fn each_keys_events_apply_in_produced_order_through_pills_retries_parking_and_a_held_lease() {
-    let env = Env::new().await;
+    apply_in_produced_order(None).await;
+}
+
+/// The same with batches of three records over a backlog: every batch is
+/// full, so the next one is always taken ahead, decoded and leased while one
+/// settles, and a parked partition's records taken ahead must be let go.
+#[tokio::test]
+async fn each_keys_events_apply_in_produced_order_when_batches_are_taken_ahead() {
+    apply_in_produced_order(Some(3)).await;
+}
+
+async fn apply_in_produced_order(max_batch: Option<usize>) {
+    let mut env = Env::new().await;
+    if let Some(max_batch) = max_batch {
+        env.args.max_batch = max_batch;
+    }
     let mut redis = redis().await;
     let all: Vec<(usize, Event)> = (0..PER_KEY)
         .flat_map(|seq| KEYS.iter().map(move |key| (seq, *key)))

@@ -6,7 +6,7 @@
 //! dead-letter step is in `dead_letters.rs`, the rewinding of parked
 //! partitions in `park.rs`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::time::Instant;
 
 use futures::future::join_all;
@@ -45,7 +45,36 @@ pub(super) struct Item<'c> {
     /// Retries spent on transient failures (of the handler, of its state
     /// change); it is dead-lettered once `retry_attempts` attempts failed.
     retries: u32,
+    /// The lease taken while the batch before settled (see
+    /// [`Runtime::prepare`]); the first settle round uses it instead of
+    /// asking Redis again.
+    lease: Option<Lease>,
+    /// Taken ahead and prepared: such a batch is processed even if its
+    /// partitions are revoked before it starts (see `collect.rs`).
+    prepared: bool,
 }
+
+impl<'c> Item<'c> {
+    pub(super) fn new(message: BorrowedMessage<'c>) -> Self {
+        Item {
+            message,
+            event: None,
+            outcome: None,
+            retries: 0,
+            lease: None,
+            prepared: false,
+        }
+    }
+
+    pub(super) fn prepared(&self) -> bool {
+        self.prepared
+    }
+}
+
+/// Records a prepared batch decodes between yields to the batch settling
+/// beside it (in the same task), so that batch's Redis replies are not left
+/// waiting for a whole batch's decoding.
+const PREPARE_CHUNK: usize = 128;
 
 /// One topic's settled records in a batch, for the metrics.
 #[derive(Default)]
@@ -73,21 +102,19 @@ struct Round {
 }
 
 impl<H: Handler> Runtime<H> {
-    pub(super) async fn process_batch(&self, messages: Vec<BorrowedMessage<'_>>, started: Instant) {
-        let mut items: Vec<Item<'_>> = messages
-            .into_iter()
-            .map(|message| Item {
-                message,
-                event: None,
-                outcome: None,
-                retries: 0,
-            })
-            .collect();
+    /// Decodes, settles and dead-letters `items`, then stores their offsets.
+    /// Returns the partitions it parked (rewound): records of theirs taken
+    /// ahead must come again after the parked one, so the caller drops them.
+    pub(super) async fn process_batch(
+        &self,
+        mut items: Vec<Item<'_>>,
+        started: Instant,
+    ) -> HashSet<(String, i32)> {
         if self.decode(&mut items).await.is_err() || self.settle(&mut items).await.is_err() {
-            return;
+            return HashSet::new();
         }
         if self.dead_letter(&items).await.is_err() {
-            return;
+            return HashSet::new();
         }
         let mut last: BTreeMap<(&str, i32), i64> = BTreeMap::new();
         // Counted per topic and resolved to metric handles once per batch.
@@ -137,11 +164,48 @@ impl<H: Handler> Runtime<H> {
                 .emit(&self.metrics);
             }
         }
-        self.park(&items);
+        let parked = self.park(&items);
         self.health.event_processed();
         self.metrics
             .last_event_unixtime
             .set(opal_schemas::now_millis() as f64 / 1000.0);
+        parked
+    }
+
+    /// Prepares a batch taken ahead while the batch before it settles (a
+    /// backlog): decodes what decodes without the registry (the rest waits
+    /// for the batch's own decode step) and leases the decoded events in one
+    /// round trip, sent while the other batch waits for Redis. Nothing is
+    /// handled: that waits until the batch before is settled, so each
+    /// partition's events still apply in order. A failed lease is left to the
+    /// batch's own first round, which meets the failure again.
+    pub(super) async fn prepare(&self, items: &mut [Item<'_>]) {
+        for chunk in items.chunks_mut(PREPARE_CHUNK) {
+            for item in chunk.iter_mut() {
+                item.prepared = true;
+                let payload = item.message.payload().unwrap_or_default();
+                if let Some(Ok(decoded)) = self.codec.decode_cached(payload)
+                    && validate(&decoded.event).is_ok()
+                {
+                    item.event = Some(decoded.event);
+                }
+            }
+            tokio::task::yield_now().await;
+        }
+        let (indices, ids): (Vec<usize>, Vec<&str>) = items
+            .iter()
+            .enumerate()
+            .filter_map(|(i, item)| Some((i, item.event.as_ref()?.envelope().event_id.as_str())))
+            .unzip();
+        if ids.is_empty() {
+            return;
+        }
+        self.metrics.redis_round_trips.inc();
+        if let Ok(leases) = self.idempotency.lease(&ids).await {
+            for (i, lease) in indices.into_iter().zip(leases) {
+                items[i].lease = Some(lease);
+            }
+        }
     }
 
     /// Step 1: decode and validate every record; undecodable and invalid ones are settled as dead.
@@ -245,26 +309,39 @@ impl<H: Handler> Runtime<H> {
     /// One round of settling the `pending` events: lease them, handle each
     /// partition's in order, emit and apply. Records in `round` what stops it.
     async fn settle_round(&self, items: &mut [Item<'_>], pending: &[usize], round: &mut Round) {
+        // Leases taken ahead (a prepared batch's first round) are used once.
+        let mut leases: Vec<Option<Lease>> =
+            pending.iter().map(|i| items[*i].lease.take()).collect();
         let ids: Vec<&str> = pending
             .iter()
-            .filter_map(|i| {
+            .zip(&leases)
+            .filter(|(_, lease)| lease.is_none())
+            .filter_map(|(i, _)| {
                 items[*i]
                     .event
                     .as_ref()
                     .map(|e| e.envelope().event_id.as_str())
             })
             .collect();
-        self.metrics.redis_round_trips.inc();
-        let leases = match self.idempotency.lease(&ids).await {
-            Ok(leases) => {
-                self.dependency_back(Dependency::Redis);
-                leases
+        if !ids.is_empty() {
+            self.metrics.redis_round_trips.inc();
+            match self.idempotency.lease(&ids).await {
+                Ok(fresh) => {
+                    self.dependency_back(Dependency::Redis);
+                    let mut fresh = fresh.into_iter();
+                    for lease in leases.iter_mut().filter(|lease| lease.is_none()) {
+                        *lease = fresh.next();
+                    }
+                }
+                Err(e) => {
+                    self.all_failed(items, pending, ProcessingError::Redis(e), round);
+                    return;
+                }
             }
-            Err(e) => {
-                self.all_failed(items, pending, ProcessingError::Redis(e), round);
-                return;
-            }
-        };
+        }
+        let leases = leases
+            .into_iter()
+            .map(|lease| lease.unwrap_or(Lease::HeldElsewhere));
         let mut duplicates = Vec::new();
         let handled = {
             // Events and records are lent to the handling, not copied; the

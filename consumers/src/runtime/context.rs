@@ -66,7 +66,9 @@ impl ConsumerContext for RuntimeContext {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         // Batches are processed between polls, so none is being processed
         // here: commit what is stored before the partitions go. (A batch being
-        // collected drops what it took before this; see `revocations`.)
+        // collected drops what it took before this, see `revocations`; a batch
+        // prepared ahead is processed after, and the partitions' next owner
+        // finds its events leased, then done.)
         if let Rebalance::Revoke(partitions) = rebalance {
             self.revoked
                 .lock()

@@ -13,15 +13,19 @@
 //! failure costs the event one retry; the rest dead-letter it. An event waiting
 //! for another input (a join) parks its partition: the partition is paused and
 //! rewound to that event and resumed a moment later, while the others go on.
+//! Under a backlog (a full batch) the next batch is taken before this one
+//! starts and is decoded and leased while this one waits for Redis; it is
+//! handled only once this one is settled.
 //!
-//! One concept per file: [`context`] (librdkafka callbacks), [`batch`] (the
-//! batch state machine), [`handle`] (one partition's events through the
+//! One concept per file: [`context`] (librdkafka callbacks), [`collect`]
+//! (taking a batch, revocations meanwhile), [`batch`] (the batch state machine), [`handle`] (one partition's events through the
 //! handler), [`emit`] (emitted events and their derived ids), [`connect`]
 //! (Redis at start-up), [`waits`]
 //! (pausing for a dependency), [`topics`] (start-up checks and partition
 //! counts), [`health_checks`] (the dependency probes behind readiness).
 
 mod batch;
+mod collect;
 mod connect;
 mod context;
 mod dead_letters;
@@ -33,11 +37,10 @@ mod topics;
 mod waits;
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use futures::FutureExt;
 use opal_producers::{Publisher, PublisherConfig};
 use opal_schemas::Codec;
 use rdkafka::Message;
@@ -54,7 +57,10 @@ use crate::handler::{Handler, StateReader};
 use crate::health::Health;
 use crate::idempotency::Idempotency;
 use crate::metrics::ConsumerMetrics;
-use crate::telemetry::{CommitFailed, KafkaFatal, RevokedRecordsDropped};
+use crate::telemetry::{CommitFailed, KafkaFatal};
+
+use batch::Item;
+use collect::{Collected, RevocationWatch};
 
 pub use context::RuntimeContext;
 pub use emit::derived_event_id;
@@ -244,65 +250,57 @@ impl<H: Handler> Runtime<H> {
         let mut end = RunEnd::Drained;
         let mut fatal = None;
         let batch_wait = Duration::from_micros(self.args.batch_wait_us);
-        'consume: while !self.cancel.is_cancelled() {
-            let first = tokio::select! {
-                _ = self.cancel.cancelled() => break,
-                message = self.consumer.recv() => message,
-            };
-            // Records stay borrowed from the client (no copy) until their batch is done.
-            let first = match first {
-                Ok(m) => m,
-                Err(e) => match self.poll_failed(&e) {
-                    PollFailure::Transient => continue,
-                    PollFailure::Fatal(reason) => {
-                        fatal = Some(reason);
-                        break 'consume;
-                    }
-                },
-            };
-            let mut batch = vec![first];
-            // A revocation inside one of the polls below (a rebalance) makes
-            // the records taken before it from the revoked partitions stale:
-            // their next owner fetches them again from the committed offsets,
-            // so they are dropped here rather than processed twice.
-            let context = self.consumer.context();
-            context.take_revoked();
-            let mut revocations = context.revocations();
-            while batch.len() < self.args.max_batch {
-                // Records already fetched are taken as they are; only a batch
-                // wait (OPAL_BATCH_WAIT_US) arms a timer for more.
-                let next = match self.consumer.recv().now_or_never() {
-                    Some(next) => Some(next),
-                    None if batch_wait.is_zero() => None,
-                    None => tokio::time::timeout(batch_wait, self.consumer.recv())
-                        .await
-                        .ok(),
+        // A batch taken ahead and prepared while the last one settled.
+        let mut ahead: Vec<Item<'_>> = Vec::new();
+        // The drain timeout runs once from shutdown, across the batch in
+        // hand and the one taken ahead.
+        let drain_deadline = OnceLock::new();
+        loop {
+            let stopping = self.cancel.is_cancelled();
+            if stopping && ahead.is_empty() {
+                break;
+            }
+            let mut batch = std::mem::take(&mut ahead);
+            if batch.is_empty() {
+                let first = tokio::select! {
+                    _ = self.cancel.cancelled() => break,
+                    message = self.consumer.recv() => message,
                 };
-                let seen = context.revocations();
-                if seen != revocations {
-                    let revoked = context.take_revoked();
-                    let before = batch.len();
-                    batch.retain(|m| !revoked.contains(&(m.topic().to_owned(), m.partition())));
-                    RevokedRecordsDropped {
-                        dropped: before - batch.len(),
-                    }
-                    .emit(&self.metrics);
-                    revocations = seen;
-                }
-                match next {
-                    Some(Ok(m)) => batch.push(m),
-                    // The batch in hand is processed; a fatal error is seen at the next poll.
-                    Some(Err(e)) => {
-                        if let PollFailure::Fatal(reason) = self.poll_failed(&e) {
+                // Records stay borrowed from the client (no copy) until their batch is done.
+                match first {
+                    Ok(m) => batch.push(Item::new(m)),
+                    Err(e) => match self.poll_failed(&e) {
+                        PollFailure::Transient => continue,
+                        PollFailure::Fatal(reason) => {
                             fatal = Some(reason);
                             break;
                         }
-                    }
-                    // Nothing more within the wait: the batch is complete.
-                    None => break,
+                    },
                 }
             }
+            let mut watch = RevocationWatch::start(self.consumer.context());
+            // On shutdown the batch taken ahead is finished, and no more taken.
+            if !stopping
+                && let Collected::Fatal(reason) =
+                    self.collect(&mut batch, None, &mut watch, batch_wait).await
+            {
+                fatal = Some(reason);
+            }
+            // A full batch means a backlog: take the next one now, and
+            // decode and lease it while this one settles.
+            let mut next = Vec::new();
+            if !stopping
+                && fatal.is_none()
+                && batch.len() >= self.args.max_batch
+                && let Collected::Fatal(reason) = self
+                    .collect(&mut next, Some(&mut batch), &mut watch, Duration::ZERO)
+                    .await
+            {
+                fatal = Some(reason);
+                next.clear();
+            }
             if batch.is_empty() {
+                ahead = next;
                 if fatal.is_some() {
                     break;
                 }
@@ -313,13 +311,29 @@ impl<H: Handler> Runtime<H> {
             // On shutdown the batch in hand still finishes, within the drain timeout.
             let drain = async {
                 self.cancel.cancelled().await;
-                tokio::time::sleep(self.args.drain_timeout()).await;
+                let deadline = *drain_deadline
+                    .get_or_init(|| tokio::time::Instant::now() + self.args.drain_timeout());
+                tokio::time::sleep_until(deadline).await;
             };
             tokio::select! {
-                _ = self.process_batch(batch, started) => {}
+                (parked, ()) = futures::future::join(
+                    self.process_batch(batch, started),
+                    self.prepare(&mut next),
+                ) => {
+                    // A parked partition was rewound: what was taken ahead
+                    // from it comes again after the parked record.
+                    if !parked.is_empty() {
+                        next.retain(|item| {
+                            let m = &item.message;
+                            !parked.contains(&(m.topic().to_owned(), m.partition()))
+                        });
+                    }
+                    ahead = next;
+                }
                 _ = drain => {
                     warn!("drain timeout: the unfinished batch is left uncommitted and will be redelivered");
                     end = RunEnd::DrainTimedOut;
+                    break;
                 }
             }
             if fatal.is_some() {

@@ -2,7 +2,7 @@
 //! ([`FailureClass::NotYet`](crate::classify::FailureClass)) holds its
 //! partition back while the others keep flowing.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
 
 use rdkafka::TopicPartitionList;
@@ -21,8 +21,9 @@ const PARK_FOR: Duration = Duration::from_secs(1);
 impl<H: Handler> Runtime<H> {
     /// Pauses each partition holding a parked event, rewinds it to that event
     /// and resumes it after `PARK_FOR`, so the event comes again while the
-    /// other partitions (the input it waits for) keep flowing.
-    pub(super) fn park(&self, items: &[Item<'_>]) {
+    /// other partitions (the input it waits for) keep flowing. Returns the
+    /// parked partitions.
+    pub(super) fn park(&self, items: &[Item<'_>]) -> HashSet<(String, i32)> {
         let mut first: BTreeMap<(String, i32), i64> = BTreeMap::new();
         for item in items {
             if matches!(item.outcome, Some(Outcome::Parked)) {
@@ -33,6 +34,7 @@ impl<H: Handler> Runtime<H> {
                 *entry = (*entry).min(m.offset());
             }
         }
+        let parked = first.keys().cloned().collect();
         for ((topic, partition), offset) in first {
             let mut tpl = TopicPartitionList::new();
             tpl.add_partition(&topic, partition);
@@ -62,5 +64,6 @@ impl<H: Handler> Runtime<H> {
                 }
             });
         }
+        parked
     }
 }
