@@ -133,3 +133,67 @@ async fn apply_in_produced_order(max_batch: Option<usize>) {
         "the four pills and the rejection"
     );
 }
+
+/// Shutdown while a batch waits (here for a lease another instance holds)
+/// abandons it unsettled; the batch taken ahead behind it (same partition,
+/// already leased) must not be processed then, or its stored offsets would
+/// pass the abandoned event and the shutdown commit would skip it for good.
+#[tokio::test]
+async fn shutdown_while_a_batch_waits_processes_nothing_taken_ahead_behind_it() {
+    let mut env = Env::new().await;
+    let mut redis = redis().await;
+    // One record per batch: behind the waiting event, the next is always taken ahead.
+    env.args.max_batch = 1;
+    let key = "ahead-a";
+    let events: Vec<(usize, Event)> = (0..4).map(|seq| (seq, event(&env, key, seq))).collect();
+    let held = format!(
+        "{}opal:idempotency:{}:{}",
+        env.prefix,
+        env.group,
+        events[0].1.envelope().event_id
+    );
+    redis::cmd("SET")
+        .arg(&held)
+        .arg("lease:another-instance")
+        .arg("PX")
+        .arg(120_000)
+        .query_async::<()>(&mut redis)
+        .await
+        .expect("hold the lease");
+    publish_in_order(&env, &events).await;
+
+    let (cancel, task, _, metrics) = start_observed(&env, None).await;
+    // The held event's lease attempt and the lease of the one taken ahead.
+    wait_until(TIMEOUT, "two lease round trips", || {
+        let trips = metrics.redis_round_trips.get();
+        async move { trips >= 2 }
+    })
+    .await;
+    cancel.cancel();
+    task.await.expect("stopped");
+    assert_eq!(
+        get_count(&mut redis, &env.total_key()).await,
+        0,
+        "nothing behind the abandoned event was applied"
+    );
+
+    // The other instance is gone; the next run starts at the abandoned event.
+    let _: () = redis::cmd("DEL")
+        .arg(&held)
+        .query_async(&mut redis)
+        .await
+        .expect("DEL");
+    let (cancel, task, _) = start(&env, None).await;
+    wait_for_total(&env, 4, Duration::from_secs(60)).await;
+    settled(&env).await;
+    cancel.cancel();
+    task.await.expect("stopped");
+    let order: Vec<String> = redis::cmd("LRANGE")
+        .arg(format!("{}:order:{key}", env.count_prefix))
+        .arg(0)
+        .arg(-1)
+        .query_async(&mut redis)
+        .await
+        .expect("LRANGE");
+    assert_eq!(order, ["000", "001", "002", "003"]);
+}

@@ -109,13 +109,10 @@ impl<H: Handler> Runtime<H> {
         &self,
         mut items: Vec<Item<'_>>,
         started: Instant,
-    ) -> HashSet<(String, i32)> {
-        if self.decode(&mut items).await.is_err() || self.settle(&mut items).await.is_err() {
-            return HashSet::new();
-        }
-        if self.dead_letter(&items).await.is_err() {
-            return HashSet::new();
-        }
+    ) -> Result<HashSet<(String, i32)>, Abandoned> {
+        self.decode(&mut items).await?;
+        self.settle(&mut items).await?;
+        self.dead_letter(&items).await?;
         let mut last: BTreeMap<(&str, i32), i64> = BTreeMap::new();
         // Counted per topic and resolved to metric handles once per batch.
         let mut counts: BTreeMap<&str, Counts> = BTreeMap::new();
@@ -169,7 +166,7 @@ impl<H: Handler> Runtime<H> {
         self.metrics
             .last_event_unixtime
             .set(opal_schemas::now_millis() as f64 / 1000.0);
-        parked
+        Ok(parked)
     }
 
     /// Prepares a batch taken ahead while the batch before it settles (a

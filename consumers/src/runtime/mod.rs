@@ -261,6 +261,7 @@ impl<H: Handler> Runtime<H> {
                 break;
             }
             let mut batch = std::mem::take(&mut ahead);
+            let taken_ahead = !batch.is_empty();
             if batch.is_empty() {
                 let first = tokio::select! {
                     _ = self.cancel.cancelled() => break,
@@ -279,8 +280,10 @@ impl<H: Handler> Runtime<H> {
                 }
             }
             let mut watch = RevocationWatch::start(self.consumer.context());
-            // On shutdown the batch taken ahead is finished, and no more taken.
-            if !stopping
+            // A batch taken ahead is processed as it was leased (more records
+            // would need a lease round trip of their own); on shutdown it is
+            // finished, and nothing more is taken.
+            if !taken_ahead
                 && let Collected::Fatal(reason) =
                     self.collect(&mut batch, None, &mut watch, batch_wait).await
             {
@@ -316,19 +319,24 @@ impl<H: Handler> Runtime<H> {
                 tokio::time::sleep_until(deadline).await;
             };
             tokio::select! {
-                (parked, ()) = futures::future::join(
+                (processed, ()) = futures::future::join(
                     self.process_batch(batch, started),
                     self.prepare(&mut next),
                 ) => {
-                    // A parked partition was rewound: what was taken ahead
-                    // from it comes again after the parked record.
-                    if !parked.is_empty() {
-                        next.retain(|item| {
-                            let m = &item.message;
-                            !parked.contains(&(m.topic().to_owned(), m.partition()))
-                        });
+                    // Abandoned (shutdown came while the batch waited): what
+                    // was taken after it is not processed either, or its
+                    // offsets would pass the batch's unsettled records.
+                    if let Ok(parked) = processed {
+                        // A parked partition was rewound: what was taken ahead
+                        // from it comes again after the parked record.
+                        if !parked.is_empty() {
+                            next.retain(|item| {
+                                let m = &item.message;
+                                !parked.contains(&(m.topic().to_owned(), m.partition()))
+                            });
+                        }
+                        ahead = next;
                     }
-                    ahead = next;
                 }
                 _ = drain => {
                     warn!("drain timeout: the unfinished batch is left uncommitted and will be redelivered");
