@@ -5,23 +5,23 @@
 //! collecting watches for revocations: records taken from a revoked partition
 //! before the revocation are dropped, not processed, as the revoke-time
 //! commit did not cover them and their next owner (this instance too, if
-//! they come back) fetches them again from the committed offsets. The records
-//! of a prepared batch (leased already) are kept and settled; whoever owns
-//! their partition next finds them leased, then done. They precede anything
-//! taken after them from the same partition, so what is dropped is always a
-//! partition's tail and no stored offset passes a dropped record.
+//! they come back) fetches them again from the committed offsets. A batch
+//! already taken ahead and leased is never collected into, nor dropped from:
+//! it is settled, and whoever owns its partitions next finds its events
+//! leased, then done. It precedes anything taken after it from the same
+//! partition, so what is dropped is always a partition's tail and no stored
+//! offset passes a dropped record.
 
 use std::collections::HashSet;
 use std::time::Duration;
 
 use futures::FutureExt;
-use rdkafka::message::Message;
+use rdkafka::message::{BorrowedMessage, Message};
 
 use crate::classify::PollFailure;
 use crate::handler::Handler;
 use crate::telemetry::RevokedRecordsDropped;
 
-use super::batch::Item;
 use super::{Runtime, RuntimeContext};
 
 /// Revocations seen since collecting began.
@@ -62,12 +62,11 @@ impl<H: Handler> Runtime<H> {
     /// Adds fetched records to `batch` until it holds `max_batch` or the
     /// client has nothing more (within `wait`, when not zero). On a
     /// revocation, drops the revoked partitions' records from `batch` and
-    /// from `earlier` (the batch taken before it, not yet processed), except
-    /// prepared ones.
+    /// from `earlier` (the records taken before it, not yet processed).
     pub(super) async fn collect<'c>(
         &'c self,
-        batch: &mut Vec<Item<'c>>,
-        mut earlier: Option<&mut Vec<Item<'c>>>,
+        batch: &mut Vec<BorrowedMessage<'c>>,
+        mut earlier: Option<&mut Vec<BorrowedMessage<'c>>>,
         watch: &mut RevocationWatch<'_>,
         wait: Duration,
     ) -> Collected {
@@ -78,10 +77,8 @@ impl<H: Handler> Runtime<H> {
                 None => tokio::time::timeout(wait, self.consumer.recv()).await.ok(),
             };
             if let Some(revoked) = watch.revoked() {
-                let stale = |item: &Item<'_>| {
-                    !item.prepared()
-                        && revoked
-                            .contains(&(item.message.topic().to_owned(), item.message.partition()))
+                let stale = |m: &BorrowedMessage<'_>| {
+                    revoked.contains(&(m.topic().to_owned(), m.partition()))
                 };
                 let before = batch.len() + earlier.as_ref().map_or(0, |e| e.len());
                 batch.retain(|item| !stale(item));
@@ -95,7 +92,7 @@ impl<H: Handler> Runtime<H> {
                 .emit(&self.metrics);
             }
             match next {
-                Some(Ok(m)) => batch.push(Item::new(m)),
+                Some(Ok(m)) => batch.push(m),
                 Some(Err(e)) => {
                     if let PollFailure::Fatal(reason) = self.poll_failed(&e) {
                         return Collected::Fatal(reason);

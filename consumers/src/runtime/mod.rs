@@ -260,16 +260,19 @@ impl<H: Handler> Runtime<H> {
             if stopping && ahead.is_empty() {
                 break;
             }
-            let mut batch = std::mem::take(&mut ahead);
-            let taken_ahead = !batch.is_empty();
-            if batch.is_empty() {
+            // Records stay borrowed from the client (no copy) until their batch is done.
+            let mut fresh = Vec::new();
+            let mut watch = RevocationWatch::start(self.consumer.context());
+            // A batch taken ahead is processed as it was leased: more records
+            // would need a lease round trip of their own. On shutdown it is
+            // finished, and nothing more is taken.
+            if ahead.is_empty() {
                 let first = tokio::select! {
                     _ = self.cancel.cancelled() => break,
                     message = self.consumer.recv() => message,
                 };
-                // Records stay borrowed from the client (no copy) until their batch is done.
                 match first {
-                    Ok(m) => batch.push(Item::new(m)),
+                    Ok(m) => fresh.push(m),
                     Err(e) => match self.poll_failed(&e) {
                         PollFailure::Transient => continue,
                         PollFailure::Fatal(reason) => {
@@ -278,30 +281,32 @@ impl<H: Handler> Runtime<H> {
                         }
                     },
                 }
-            }
-            let mut watch = RevocationWatch::start(self.consumer.context());
-            // A batch taken ahead is processed as it was leased (more records
-            // would need a lease round trip of their own); on shutdown it is
-            // finished, and nothing more is taken.
-            if !taken_ahead
-                && let Collected::Fatal(reason) =
-                    self.collect(&mut batch, None, &mut watch, batch_wait).await
-            {
-                fatal = Some(reason);
+                watch = RevocationWatch::start(self.consumer.context());
+                if let Collected::Fatal(reason) =
+                    self.collect(&mut fresh, None, &mut watch, batch_wait).await
+                {
+                    fatal = Some(reason);
+                }
             }
             // A full batch means a backlog: take the next one now, and
             // decode and lease it while this one settles.
-            let mut next = Vec::new();
+            let mut taken = Vec::new();
             if !stopping
                 && fatal.is_none()
-                && batch.len() >= self.args.max_batch
+                && ahead.len() + fresh.len() >= self.args.max_batch
                 && let Collected::Fatal(reason) = self
-                    .collect(&mut next, Some(&mut batch), &mut watch, Duration::ZERO)
+                    .collect(&mut taken, Some(&mut fresh), &mut watch, Duration::ZERO)
                     .await
             {
                 fatal = Some(reason);
-                next.clear();
+                taken.clear();
             }
+            let batch: Vec<Item<'_>> = if ahead.is_empty() {
+                fresh.into_iter().map(Item::new).collect()
+            } else {
+                std::mem::take(&mut ahead)
+            };
+            let mut next: Vec<Item<'_>> = taken.into_iter().map(Item::new).collect();
             if batch.is_empty() {
                 ahead = next;
                 if fatal.is_some() {
