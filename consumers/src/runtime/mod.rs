@@ -262,7 +262,6 @@ impl<H: Handler> Runtime<H> {
             }
             // Records stay borrowed from the client (no copy) until their batch is done.
             let mut fresh = Vec::new();
-            let mut watch = RevocationWatch::start(self.consumer.context());
             // A batch taken ahead is processed as it was leased: more records
             // would need a lease round trip of their own. On shutdown it is
             // finished, and nothing more is taken.
@@ -281,12 +280,13 @@ impl<H: Handler> Runtime<H> {
                         }
                     },
                 }
-                watch = RevocationWatch::start(self.consumer.context());
-                if let Collected::Fatal(reason) =
+            }
+            let mut watch = RevocationWatch::start(self.consumer.context());
+            if ahead.is_empty()
+                && let Collected::Fatal(reason) =
                     self.collect(&mut fresh, None, &mut watch, batch_wait).await
-                {
-                    fatal = Some(reason);
-                }
+            {
+                fatal = Some(reason);
             }
             // A full batch means a backlog: take the next one now, and
             // decode and lease it while this one settles.
