@@ -38,6 +38,21 @@ fn event(env: &Env, key: &str, seq: usize) -> Event {
     e
 }
 
+/// The sequence numbers the counting consumer applied for `key`, in order.
+async fn applied_order(
+    env: &Env,
+    redis: &mut redis::aio::MultiplexedConnection,
+    key: &str,
+) -> Vec<String> {
+    redis::cmd("LRANGE")
+        .arg(format!("{}:order:{key}", env.count_prefix))
+        .arg(0)
+        .arg(-1)
+        .query_async(redis)
+        .await
+        .expect("LRANGE")
+}
+
 async fn publish_in_order(env: &Env, events: &[(usize, Event)]) {
     let events: Vec<Event> = events.iter().map(|(_, e)| e.clone()).collect();
     for delivery in env.publisher.publish_batch(events).await {
@@ -105,14 +120,7 @@ async fn apply_in_produced_order(max_batch: Option<usize>) {
     let mut got = BTreeMap::new();
     let mut expected = BTreeMap::new();
     for key in KEYS {
-        let order: Vec<String> = redis::cmd("LRANGE")
-            .arg(format!("{}:order:{key}", env.count_prefix))
-            .arg(0)
-            .arg(-1)
-            .query_async(&mut redis)
-            .await
-            .expect("LRANGE");
-        got.insert(key, order);
+        got.insert(key, applied_order(&env, &mut redis, key).await);
         expected.insert(
             key,
             (0..PER_KEY)
@@ -188,12 +196,8 @@ async fn shutdown_while_a_batch_waits_processes_nothing_taken_ahead_behind_it() 
     settled(&env).await;
     cancel.cancel();
     task.await.expect("stopped");
-    let order: Vec<String> = redis::cmd("LRANGE")
-        .arg(format!("{}:order:{key}", env.count_prefix))
-        .arg(0)
-        .arg(-1)
-        .query_async(&mut redis)
-        .await
-        .expect("LRANGE");
-    assert_eq!(order, ["000", "001", "002", "003"]);
+    assert_eq!(
+        applied_order(&env, &mut redis, key).await,
+        ["000", "001", "002", "003"]
+    );
 }
