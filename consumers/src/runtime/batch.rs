@@ -92,6 +92,7 @@ impl<H: Handler> Runtime<H> {
     /// Decodes, settles and dead-letters `items`, then stores their offsets.
     /// Returns the partitions it parked (rewound): records of theirs taken
     /// ahead must come again after the parked one, so the caller drops them.
+    /// `Err(Abandoned)` when shutdown came while it waited: nothing stored.
     pub(super) async fn process_batch(
         &self,
         mut items: Vec<Item<'_>>,
