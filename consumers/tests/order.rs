@@ -38,6 +38,26 @@ fn event(env: &Env, key: &str, seq: usize) -> Event {
     e
 }
 
+/// Makes another instance (a crashed one, say) hold `event_id`'s lease for
+/// `ms`; returns the lease's key.
+async fn hold_lease(
+    env: &Env,
+    redis: &mut redis::aio::MultiplexedConnection,
+    event_id: &str,
+    ms: u64,
+) -> String {
+    let key = format!("{}opal:idempotency:{}:{event_id}", env.prefix, env.group);
+    redis::cmd("SET")
+        .arg(&key)
+        .arg("lease:another-instance")
+        .arg("PX")
+        .arg(ms)
+        .query_async::<()>(redis)
+        .await
+        .expect("hold the lease");
+    key
+}
+
 /// The sequence numbers the counting consumer applied for `key`, in order.
 async fn applied_order(
     env: &Env,
@@ -90,17 +110,7 @@ async fn apply_in_produced_order(max_batch: Option<usize>) {
         .find(|(seq, e)| *seq == 10 && e.key() == "order-d")
         .map(|(_, e)| e.envelope().event_id.clone())
         .expect("held event");
-    redis::cmd("SET")
-        .arg(format!(
-            "{}opal:idempotency:{}:{held}",
-            env.prefix, env.group
-        ))
-        .arg("lease:another-instance")
-        .arg("PX")
-        .arg(3000)
-        .query_async::<()>(&mut redis)
-        .await
-        .expect("hold the lease");
+    hold_lease(&env, &mut redis, &held, 3000).await;
 
     // In order per key, with poison pills on the same keys between the two halves.
     let (first, second) = all.split_at(all.len() / 2);
@@ -154,20 +164,7 @@ async fn shutdown_while_a_batch_waits_processes_nothing_taken_ahead_behind_it() 
     env.args.max_batch = 1;
     let key = "ahead-a";
     let events: Vec<(usize, Event)> = (0..4).map(|seq| (seq, event(&env, key, seq))).collect();
-    let held = format!(
-        "{}opal:idempotency:{}:{}",
-        env.prefix,
-        env.group,
-        events[0].1.envelope().event_id
-    );
-    redis::cmd("SET")
-        .arg(&held)
-        .arg("lease:another-instance")
-        .arg("PX")
-        .arg(120_000)
-        .query_async::<()>(&mut redis)
-        .await
-        .expect("hold the lease");
+    let held = hold_lease(&env, &mut redis, &events[0].1.envelope().event_id, 120_000).await;
     publish_in_order(&env, &events).await;
 
     let (cancel, task, _, metrics) = start_observed(&env, None).await;
