@@ -517,12 +517,17 @@ prepare_kafka_node() {
     format_kafka_storage "$i"
 }
 
+# One GC thread: with two on two shared cores, a young pause that copies 1-2 MB
+# sometimes lasted 60-270 ms, one worker stuck in the copy while the other
+# waited for it (5-11 of ~40 pauses per benchmark run over 50 ms; with one
+# thread, 0-1, the longest 61 ms), and the broker answered nobody meanwhile.
 launch_kafka_node() {
     local i=$1 service dir
     service=$(node_service "$i")
     dir=$(node_dir "$i")
     launch "$service" "$dir" java -cp "$KAFKA_LIBS/*" \
         "-Xmx$KAFKA_HEAP" "-Xms$KAFKA_HEAP" -XX:+UseG1GC -XX:MaxGCPauseMillis=20 \
+        -XX:ParallelGCThreads=1 -XX:ConcGCThreads=1 \
         -XX:+ExitOnOutOfMemoryError -Djava.awt.headless=true \
         -Dlog4j2.configurationFile="$ROOT/scripts/kafka/broker-log4j2.properties" \
         kafka.Kafka "$dir/server.properties"

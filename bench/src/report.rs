@@ -224,6 +224,52 @@ fn median_by_p95(rows: &[&serde_json::Value], side: &str) -> (serde_json::Value,
     (median, range)
 }
 
+/// Each latency round's send → acknowledgement p95 beside its end-to-end p95,
+/// both sides: a round whose end-to-end tail is already in its producer's
+/// acknowledgements was slowed at the broker, not in the consumer.
+fn rounds_markdown(latest: &Latest, out: &mut String) {
+    let rows: Vec<(&str, &serde_json::Value)> = latest
+        .runs
+        .iter()
+        .flat_map(|r| {
+            let broker = r["broker"].as_str().unwrap_or("?");
+            r["latency"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(move |row| (broker, row))
+        })
+        // Runs from before the acknowledgement was recorded have no such rounds.
+        .filter(|(_, row)| row["opal_ack_p95_ms"].is_number())
+        .collect();
+    if rows.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        out,
+        "\nEvery round: p95 of send → broker acknowledgement (the producer's own) and of end to end (ms):\n"
+    );
+    let _ = writeln!(
+        out,
+        "| broker | rate/s | round | raw ack p95 | raw end-to-end p95 | opal ack p95 | pipeline end-to-end p95 | pipeline − raw |"
+    );
+    let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|---:|---:|");
+    for (broker, row) in rows {
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {:.1} | {:.1} | {:.1} | {:.1} | {:+.1} |",
+            broker,
+            row["rate"],
+            row["round"],
+            f(&row["raw_ack_p95_ms"]),
+            f(&row["raw"]["p95_ms"]),
+            f(&row["opal_ack_p95_ms"]),
+            f(&row["pipeline"]["p95_ms"]),
+            f(&row["pipeline"]["p95_ms"]) - f(&row["raw"]["p95_ms"]),
+        );
+    }
+}
+
 /// The tables for the README's Performance section.
 pub fn markdown(latest: &Latest) -> String {
     let mut out = String::new();
@@ -328,6 +374,7 @@ pub fn markdown(latest: &Latest) -> String {
             );
         }
     }
+    rounds_markdown(latest, &mut out);
     for r in &latest.runs {
         let p = &r["kafka_perf"]["producer"];
         let _ = writeln!(

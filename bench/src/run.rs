@@ -85,6 +85,10 @@ pub struct LatencyRow {
     pub round: u32,
     pub raw_produced_per_sec: f64,
     pub opal_produced_per_sec: f64,
+    /// Send → broker acknowledgement p95 (ms) of each side's producer: a tail
+    /// that is already here is the broker's or the producer's, not the consumer's.
+    pub raw_ack_p95_ms: f64,
+    pub opal_ack_p95_ms: f64,
     pub raw: Latency,
     pub pipeline: Latency,
 }
@@ -317,6 +321,8 @@ pub async fn run(options: &RunOptions) -> anyhow::Result<RunResult> {
             round,
             raw_produced_per_sec: raw_sent.records_per_sec,
             opal_produced_per_sec: opal_sent.records_per_sec,
+            raw_ack_p95_ms: raw_sent.p95_ms,
+            opal_ack_p95_ms: opal_sent.p95_ms,
             raw: raw_recorder.latency(),
             pipeline: pipe_recorder.latency(),
         });
