@@ -86,7 +86,7 @@ pub async fn run(
     let raw_topic = format!("{prefix}raw.{}", EVENT_TYPE.topic());
     match phase {
         Phase::Prepare => {
-            provision(stack, prefix).await?;
+            provision(stack, prefix, 1).await?;
             if events == 0 {
                 return Ok(());
             }

@@ -224,6 +224,49 @@ fn median_by_p95(rows: &[&serde_json::Value], side: &str) -> (serde_json::Value,
     (median, range)
 }
 
+/// Every throughput round's events/s and ratio, for runs that had rounds (the
+/// tables above show each run's round with the median ratio).
+fn throughput_rounds_markdown(latest: &Latest, out: &mut String) {
+    let listed = |rounds: &serde_json::Value| -> Option<String> {
+        let rounds = rounds.as_array().filter(|r| !r.is_empty())?;
+        Some(
+            rounds
+                .iter()
+                .map(|r| {
+                    format!(
+                        "{:.0} vs {:.0} ({:.2})",
+                        f(&r["opal"]),
+                        f(&r["raw"]),
+                        f(&r["opal"]) / f(&r["raw"])
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join(", "),
+        )
+    };
+    let mut any = false;
+    for r in &latest.runs {
+        let (Some(produce), Some(consume)) = (
+            listed(&r["produce"]["rounds"]),
+            listed(&r["consume"]["rounds"]),
+        ) else {
+            continue;
+        };
+        if !any {
+            let _ = writeln!(
+                out,
+                "\nThroughput rounds, interleaved (events/s, ours vs the baseline, and the ratio); the tables show the round with the median ratio:\n"
+            );
+            any = true;
+        }
+        let _ = writeln!(
+            out,
+            "- {}: opal produce vs raw rdkafka: {produce}; pipeline vs plain consume: {consume}.",
+            r["broker"].as_str().unwrap_or("?")
+        );
+    }
+}
+
 /// Each latency round's send → acknowledgement p95 beside its end-to-end p95,
 /// both sides: a round whose end-to-end tail is already in its producer's
 /// acknowledgements was slowed at the broker, not in the consumer.
@@ -322,6 +365,7 @@ pub fn markdown(latest: &Latest) -> String {
             f(&r["consume"]["events_per_batch"]),
         );
     }
+    throughput_rounds_markdown(latest, &mut out);
     let _ = writeln!(
         out,
         "\nEnd-to-end latency, produce time → handler (ms; timestamps have 1 ms resolution); each rate's median round of {} by p95, and the range of p95 over the rounds:\n",

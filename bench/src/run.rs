@@ -48,6 +48,10 @@ pub struct RunOptions {
     /// Fixed rates (events/s) of the latency phases.
     #[arg(long, value_delimiter = ',', default_value = "5000,10000,20000")]
     pub rates: Vec<u64>,
+    /// Rounds of the throughput phases (raw then opal, each round): the
+    /// report gives the round with the median ratio, and every round's figures.
+    #[arg(long, default_value_t = 3)]
+    pub throughput_rounds: u32,
     /// Seconds of traffic per latency phase.
     #[arg(long, default_value_t = 5)]
     pub latency_secs: u64,
@@ -58,21 +62,48 @@ pub struct RunOptions {
     pub latency_rounds: u32,
 }
 
+/// One throughput round's events/s: the baseline's, then ours.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct RoundRates {
+    pub raw: f64,
+    pub opal: f64,
+}
+
+impl RoundRates {
+    fn ratio(&self) -> f64 {
+        self.opal / self.raw
+    }
+}
+
+/// The index of the round with the median ratio (the upper one of an even count).
+fn median_round(rounds: &[RoundRates]) -> usize {
+    let mut order: Vec<usize> = (0..rounds.len()).collect();
+    order.sort_by(|a, b| rounds[*a].ratio().total_cmp(&rounds[*b].ratio()));
+    order[order.len() / 2]
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct Produce {
+    /// The round with the median ratio.
     pub raw: PerfResult,
     pub opal: PerfResult,
-    /// opal events/s ÷ raw events/s.
+    /// opal events/s ÷ raw events/s in that round.
     pub ratio: f64,
+    /// Every round, in the order run.
+    pub rounds: Vec<RoundRates>,
 }
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Consume {
+    /// The round with the median ratio.
     pub raw: Throughput,
     pub pipeline: Throughput,
-    /// pipeline events/s ÷ raw events/s.
+    /// pipeline events/s ÷ raw events/s in that round.
     pub ratio: f64,
-    /// Redis round trips the pipeline made per poll batch, and events per batch.
+    /// Every round, in the order run (`opal` is the pipeline).
+    pub rounds: Vec<RoundRates>,
+    /// Redis round trips the pipeline made per poll batch, and events per
+    /// batch, over all rounds.
     pub redis_round_trips_per_batch: f64,
     pub events_per_batch: f64,
 }
@@ -120,12 +151,22 @@ pub(crate) fn pipeline_group(prefix: &str) -> String {
     format!("{prefix}pipeline")
 }
 
+/// The pipeline's group in throughput round `round`: each round reads the
+/// topic from the start under a group (and idempotency keys) of its own.
+fn round_group(prefix: &str, round: u32) -> String {
+    match round {
+        0 => pipeline_group(prefix),
+        _ => format!("{prefix}pipeline-{round}"),
+    }
+}
+
 /// Topics for this run (the catalog under a fresh prefix) plus the raw
-/// topic, Kafka's perf tools' topic and the pipeline's DLQ, sized like the
-/// benchmarked topic.
+/// topic, Kafka's perf tools' topic and the DLQs of the pipeline's groups in
+/// `rounds` throughput rounds, sized like the benchmarked topic.
 pub(crate) async fn provision(
     options: &RunOptions,
     prefix: &str,
+    rounds: u32,
 ) -> anyhow::Result<(String, String)> {
     let registry = options.registry.client(Duration::from_secs(10))?;
     let target = Target::new(options.kafka.clone(), registry, Duration::from_secs(30))?;
@@ -137,10 +178,14 @@ pub(crate) async fn provision(
         .clone();
     let raw_topic = format!("{prefix}raw.{}", EVENT_TYPE.topic());
     let perf_topic = format!("{prefix}kafka-perf.{}", EVENT_TYPE.topic());
-    let pipeline_dlq = opal_topics::dlq_topic(prefix, &pipeline_group(prefix));
-    for name in [&raw_topic, &perf_topic, &pipeline_dlq] {
+    let dlqs =
+        (0..rounds.max(1)).map(|round| opal_topics::dlq_topic(prefix, &round_group(prefix, round)));
+    for name in [raw_topic.clone(), perf_topic.clone()]
+        .into_iter()
+        .chain(dlqs)
+    {
         plan.push(TopicSpec {
-            name: name.clone(),
+            name,
             event_type: None,
             ..template.clone()
         });
@@ -163,7 +208,8 @@ fn perf_options(records: u64, rate: Option<u64>) -> PerfOptions {
 
 pub async fn run(options: &RunOptions) -> anyhow::Result<RunResult> {
     let prefix = format!("bench-{}.", unix_secs());
-    let (raw_topic, perf_topic) = provision(options, &prefix).await?;
+    let rounds = options.throughput_rounds.max(1);
+    let (raw_topic, perf_topic) = provision(options, &prefix, rounds).await?;
     eprintln!("opal-bench [{}]: topics under {prefix}", options.broker);
 
     let publisher = Publisher::new(
@@ -186,7 +232,7 @@ pub async fn run(options: &RunOptions) -> anyhow::Result<RunResult> {
     let n = options.events;
 
     // Both producers connect, fetch metadata and get their idempotent producer
-    // id before anything is measured; consumers then see WARM_UP + n events.
+    // id before anything is measured.
     perf::run_raw(
         &raw_producer,
         &raw_topic,
@@ -196,19 +242,33 @@ pub async fn run(options: &RunOptions) -> anyhow::Result<RunResult> {
     .await?;
     perf::run_typed(&publisher, &perf_options(WARM_UP, None)).await;
 
-    eprintln!(
-        "opal-bench [{}]: producing {n} raw, then {n} opal",
-        options.broker
-    );
-    let raw_produce =
-        perf::run_raw(&raw_producer, &raw_topic, &record, &perf_options(n, None)).await?;
-    let opal_produce = perf::run_typed(&publisher, &perf_options(n, None)).await;
-    anyhow::ensure!(
-        raw_produce.errors == 0 && opal_produce.errors == 0,
-        "produce errors: raw {}, opal {}",
-        raw_produce.errors,
-        opal_produce.errors
-    );
+    // Interleaved rounds, so a slow spell of the shared machine falls on
+    // both sides; each topic ends up holding WARM_UP + rounds × n records.
+    let mut produced = Vec::new();
+    for round in 0..rounds {
+        eprintln!(
+            "opal-bench [{}]: produce round {round}: {n} raw, then {n} opal",
+            options.broker
+        );
+        let raw = perf::run_raw(&raw_producer, &raw_topic, &record, &perf_options(n, None)).await?;
+        let opal = perf::run_typed(&publisher, &perf_options(n, None)).await;
+        anyhow::ensure!(
+            raw.errors == 0 && opal.errors == 0,
+            "produce errors: raw {}, opal {}",
+            raw.errors,
+            opal.errors
+        );
+        produced.push((raw, opal));
+    }
+    let produce_rounds: Vec<RoundRates> = produced
+        .iter()
+        .map(|(raw, opal)| RoundRates {
+            raw: raw.records_per_sec,
+            opal: opal.records_per_sec,
+        })
+        .collect();
+    let (raw_produce, opal_produce) = produced.swap_remove(median_round(&produce_rounds));
+
     eprintln!(
         "opal-bench [{}]: kafka-producer-perf-test, {n} records",
         options.broker
@@ -224,45 +284,7 @@ pub async fn run(options: &RunOptions) -> anyhow::Result<RunResult> {
 
     let cancel = CancellationToken::new();
     let limit = Duration::from_secs(180);
-
-    eprintln!("opal-bench [{}]: consuming raw", options.broker);
-    let raw_recorder = Arc::new(Recorder::default());
-    let raw_task = tokio::spawn({
-        let (kafka, group, topic) = (
-            options.kafka.clone(),
-            format!("{prefix}raw-consumer"),
-            raw_topic.clone(),
-        );
-        let (recorder, cancel) = (raw_recorder.clone(), cancel.clone());
-        async move { raw::consume(&kafka, &group, &topic, recorder, cancel).await }
-    });
-    raw_recorder
-        .wait_for(WARM_UP + n, limit)
-        .await
-        .context("raw consume")?;
-    let raw_consume = raw_recorder.throughput();
-
-    eprintln!(
-        "opal-bench [{}]: kafka-consumer-perf-test, {n} records",
-        options.broker
-    );
-    let kafka_consume = {
-        let (tools, topic, group) = (
-            tools.clone(),
-            perf_topic.clone(),
-            format!("{prefix}kafka-perf"),
-        );
-        tokio::task::spawn_blocking(move || {
-            kafka_perf::consume(&tools.0, &tools.1, &topic, &group, n)
-        })
-        .await??
-    };
-
-    eprintln!(
-        "opal-bench [{}]: consuming through the pipeline",
-        options.broker
-    );
-    let pipe_recorder = Arc::new(Recorder::default());
+    let backlog = WARM_UP + u64::from(rounds) * n;
     let mut args = RuntimeArgs::local(
         &options.kafka.brokers,
         &options.registry.url,
@@ -271,28 +293,105 @@ pub async fn run(options: &RunOptions) -> anyhow::Result<RunResult> {
     args.kafka = options.kafka.clone();
     args.registry = options.registry.clone();
     args.topic_prefix = prefix.clone();
-    let pipeline = pipeline::start(
-        args,
-        &pipeline_group(&prefix),
-        NoopHandler {
-            recorder: pipe_recorder.clone(),
-            input: EVENT_TYPE,
-        },
-        cancel.clone(),
-    )
-    .await?;
-    pipe_recorder
-        .wait_for(WARM_UP + n, limit)
-        .await
-        .context("pipeline consume")?;
-    let pipe_consume = pipe_recorder.throughput();
-    let batches = pipeline.metrics.batches.get() as f64;
-    let round_trips = pipeline.metrics.redis_round_trips.get() as f64;
+
+    // Each round's consumers read the whole backlog under groups of their
+    // own; the last round's stay up for the latency phases.
+    let mut consumed = Vec::new();
+    let (mut batches, mut round_trips) = (0.0, 0.0);
+    let mut kafka_consume = None;
+    let mut running = None;
+    for round in 0..rounds {
+        if let Some(Consumers { raw, pipeline, .. }) = running.take() {
+            raw.stop().await?;
+            pipeline.stop().await?;
+        }
+        eprintln!(
+            "opal-bench [{}]: consume round {round}: {backlog} raw, then through the pipeline",
+            options.broker
+        );
+        let raw_recorder = Arc::new(Recorder::default());
+        let raw = Running::spawn(cancel.child_token(), {
+            let (kafka, group, topic) = (
+                options.kafka.clone(),
+                format!("{prefix}raw-consumer-{round}"),
+                raw_topic.clone(),
+            );
+            let recorder = raw_recorder.clone();
+            move |cancel| async move { raw::consume(&kafka, &group, &topic, recorder, cancel).await }
+        });
+        raw_recorder
+            .wait_for(backlog, limit)
+            .await
+            .context("raw consume")?;
+        let raw_consume = raw_recorder.throughput();
+
+        if kafka_consume.is_none() {
+            eprintln!(
+                "opal-bench [{}]: kafka-consumer-perf-test, {n} records",
+                options.broker
+            );
+            let (tools, topic, group) = (
+                tools.clone(),
+                perf_topic.clone(),
+                format!("{prefix}kafka-perf"),
+            );
+            kafka_consume = Some(
+                tokio::task::spawn_blocking(move || {
+                    kafka_perf::consume(&tools.0, &tools.1, &topic, &group, n)
+                })
+                .await??,
+            );
+        }
+
+        let pipe_recorder = Arc::new(Recorder::default());
+        let pipe_cancel = cancel.child_token();
+        let started = pipeline::start(
+            args.clone(),
+            &round_group(&prefix, round),
+            NoopHandler {
+                recorder: pipe_recorder.clone(),
+                input: EVENT_TYPE,
+            },
+            pipe_cancel.clone(),
+        )
+        .await?;
+        pipe_recorder
+            .wait_for(backlog, limit)
+            .await
+            .context("pipeline consume")?;
+        let pipe_consume = pipe_recorder.throughput();
+        batches += started.metrics.batches.get() as f64;
+        round_trips += started.metrics.redis_round_trips.get() as f64;
+        consumed.push((raw_consume, pipe_consume));
+        running = Some(Consumers {
+            raw,
+            raw_recorder,
+            pipeline: Running {
+                cancel: pipe_cancel,
+                task: started.task,
+            },
+            pipe_recorder,
+        });
+    }
+    let Consumers {
+        raw: raw_consumer,
+        raw_recorder,
+        pipeline: pipeline_consumer,
+        pipe_recorder,
+    } = running.context("at least one consume round")?;
+    let consume_rounds: Vec<RoundRates> = consumed
+        .iter()
+        .map(|(raw, pipeline)| RoundRates {
+            raw: raw.events_per_sec,
+            opal: pipeline.events_per_sec,
+        })
+        .collect();
+    let (raw_consume, pipe_consume) = consumed.swap_remove(median_round(&consume_rounds));
 
     let mut latency = Vec::new();
-    let rounds = (0..options.latency_rounds.max(1))
+    let latency_rounds = (0..options.latency_rounds.max(1))
         .flat_map(|round| options.rates.iter().map(move |rate| (round, *rate)));
-    for (round, rate) in rounds {
+    for (round, rate) in latency_rounds {
         let records = rate * options.latency_secs;
         eprintln!(
             "opal-bench [{}]: latency round {round} at {rate}/s ({records} events each)",
@@ -328,9 +427,8 @@ pub async fn run(options: &RunOptions) -> anyhow::Result<RunResult> {
         });
     }
 
-    cancel.cancel();
-    raw_task.await??;
-    pipeline.task.await??;
+    raw_consumer.stop().await?;
+    pipeline_consumer.stop().await?;
     Ok(RunResult {
         broker: options.broker.clone(),
         kafka_options: options.kafka.options.clone(),
@@ -341,18 +439,52 @@ pub async fn run(options: &RunOptions) -> anyhow::Result<RunResult> {
             ratio: opal_produce.records_per_sec / raw_produce.records_per_sec,
             raw: raw_produce,
             opal: opal_produce,
+            rounds: produce_rounds,
         },
         consume: Consume {
             ratio: pipe_consume.events_per_sec / raw_consume.events_per_sec,
             raw: raw_consume,
             pipeline: pipe_consume,
-            redis_round_trips_per_batch: round_trips / batches.max(1.0),
-            events_per_batch: (WARM_UP + n) as f64 / batches.max(1.0),
+            rounds: consume_rounds,
+            redis_round_trips_per_batch: round_trips / f64::max(batches, 1.0),
+            events_per_batch: f64::from(rounds) * backlog as f64 / f64::max(batches, 1.0),
         },
         latency,
         kafka_perf: KafkaPerf {
             producer: kafka_produce,
-            consumer: kafka_consume,
+            consumer: kafka_consume.context("kafka-consumer-perf-test ran")?,
         },
     })
+}
+
+/// A consumer task with its own cancellation.
+struct Running<T> {
+    cancel: CancellationToken,
+    task: tokio::task::JoinHandle<anyhow::Result<T>>,
+}
+
+impl<T: Send + 'static> Running<T> {
+    fn spawn<F, Fut>(cancel: CancellationToken, start: F) -> Self
+    where
+        F: FnOnce(CancellationToken) -> Fut,
+        Fut: std::future::Future<Output = anyhow::Result<T>> + Send + 'static,
+    {
+        let task = tokio::spawn(start(cancel.clone()));
+        Running { cancel, task }
+    }
+
+    /// Cancels the task and waits for it to commit and end.
+    async fn stop(self) -> anyhow::Result<()> {
+        self.cancel.cancel();
+        self.task.await??;
+        Ok(())
+    }
+}
+
+/// The raw consumer and the pipeline of one round, with their recorders.
+struct Consumers {
+    raw: Running<()>,
+    raw_recorder: Arc<Recorder>,
+    pipeline: Running<opal_consumers::runtime::RunEnd>,
+    pipe_recorder: Arc<Recorder>,
 }
