@@ -6,6 +6,7 @@
 //! - [`raw`]: the baseline consumer (plain rdkafka: read and commit, no decode).
 //! - [`pipeline`]: the opal runtime with a no-op handler.
 //! - [`run`]: one benchmark run against one broker: produce, consume, latency.
+//! - [`offsets`]: where a throughput round starts, for its fresh consumer groups.
 //! - [`instructions`]: one phase on a fixed count, for callgrind's instruction counts.
 //! - [`gateway`]: opal-gateway to a WebSocket client and a webhook: events/s and latency.
 //! - [`report`]: merges runs and codec microbenchmarks into `latest.json` and a table.
@@ -13,6 +14,7 @@
 pub mod gateway;
 pub mod instructions;
 pub mod kafka_perf;
+pub mod offsets;
 pub mod pipeline;
 pub mod raw;
 pub mod recorder;

@@ -17,6 +17,7 @@ use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
 use crate::kafka_perf::{self, KafkaPerf};
+use crate::offsets;
 use crate::pipeline::{self, NoopHandler};
 use crate::raw;
 use crate::recorder::{Latency, Recorder, Throughput};
@@ -160,6 +161,16 @@ fn round_group(prefix: &str, round: u32) -> String {
     }
 }
 
+/// The topics a run produces to.
+pub(crate) struct RunTopics {
+    /// Plain rdkafka's.
+    pub raw: String,
+    /// The publisher's, which the pipeline reads.
+    pub opal: String,
+    /// Kafka's perf tools'.
+    pub perf: String,
+}
+
 /// Topics for this run (the catalog under a fresh prefix) plus the raw
 /// topic, Kafka's perf tools' topic and the DLQs of the pipeline's groups in
 /// `rounds` throughput rounds, sized like the benchmarked topic.
@@ -167,7 +178,7 @@ pub(crate) async fn provision(
     options: &RunOptions,
     prefix: &str,
     rounds: u32,
-) -> anyhow::Result<(String, String)> {
+) -> anyhow::Result<RunTopics> {
     let registry = options.registry.client(Duration::from_secs(10))?;
     let target = Target::new(options.kafka.clone(), registry, Duration::from_secs(30))?;
     let mut plan = Catalog::bundled()?.plan(Environment::Development, prefix);
@@ -194,7 +205,11 @@ pub(crate) async fn provision(
         .init(&plan, false)
         .await
         .context("kafka-init for the run")?;
-    Ok((raw_topic, perf_topic))
+    Ok(RunTopics {
+        raw: raw_topic,
+        opal: template.name,
+        perf: perf_topic,
+    })
 }
 
 fn perf_options(records: u64, rate: Option<u64>) -> PerfOptions {
@@ -209,7 +224,8 @@ fn perf_options(records: u64, rate: Option<u64>) -> PerfOptions {
 pub async fn run(options: &RunOptions) -> anyhow::Result<RunResult> {
     let prefix = format!("bench-{}.", unix_secs());
     let rounds = options.throughput_rounds.max(1);
-    let (raw_topic, perf_topic) = provision(options, &prefix, rounds).await?;
+    let topics = provision(options, &prefix, rounds).await?;
+    let (raw_topic, perf_topic) = (topics.raw.clone(), topics.perf.clone());
     eprintln!("opal-bench [{}]: topics under {prefix}", options.broker);
 
     let publisher = Publisher::new(
@@ -242,12 +258,45 @@ pub async fn run(options: &RunOptions) -> anyhow::Result<RunResult> {
     .await?;
     perf::run_typed(&publisher, &perf_options(WARM_UP, None)).await;
 
-    // Interleaved rounds, so a slow spell of the shared machine falls on
-    // both sides; each topic ends up holding WARM_UP + rounds × n records.
+    let cancel = CancellationToken::new();
+    let limit = Duration::from_secs(180);
+    let client_config = options.kafka.client_config()?;
+    let mut args = RuntimeArgs::local(
+        &options.kafka.brokers,
+        &options.registry.url,
+        &options.redis.url,
+    );
+    args.kafka = options.kafka.clone();
+    args.registry = options.registry.clone();
+    args.topic_prefix = prefix.clone();
+
+    // Interleaved rounds, so a slow spell of the shared machine falls on both
+    // sides. Each round produces n records per side with no consumer running,
+    // then a fresh raw group and a fresh pipeline group (fresh idempotency
+    // keys) read that round's records from where the round began. The last
+    // round's consumers stay up for the latency phases.
     let mut produced = Vec::new();
+    let mut consumed = Vec::new();
+    let (mut batches, mut round_trips) = (0.0, 0.0);
+    let (mut kafka_produce, mut kafka_consume) = (None, None);
+    let mut running: Option<Consumers> = None;
+    let tools = (options.kafka_tools.clone(), options.kafka.brokers.clone());
     for round in 0..rounds {
+        if let Some(consumers) = running.take() {
+            consumers.stop().await?;
+        }
+        let starts = {
+            let (config, topics) = (
+                client_config.clone(),
+                [topics.raw.clone(), topics.opal.clone()],
+            );
+            tokio::task::spawn_blocking(move || {
+                offsets::end_offsets(&config, &[topics[0].as_str(), topics[1].as_str()])
+            })
+            .await??
+        };
         eprintln!(
-            "opal-bench [{}]: produce round {round}: {n} raw, then {n} opal",
+            "opal-bench [{}]: round {round}: producing {n} raw, then {n} opal",
             options.broker
         );
         let raw = perf::run_raw(&raw_producer, &raw_topic, &record, &perf_options(n, None)).await?;
@@ -259,68 +308,48 @@ pub async fn run(options: &RunOptions) -> anyhow::Result<RunResult> {
             opal.errors
         );
         produced.push((raw, opal));
-    }
-    let produce_rounds: Vec<RoundRates> = produced
-        .iter()
-        .map(|(raw, opal)| RoundRates {
-            raw: raw.records_per_sec,
-            opal: opal.records_per_sec,
-        })
-        .collect();
-    let (raw_produce, opal_produce) = produced.swap_remove(median_round(&produce_rounds));
+        if kafka_produce.is_none() {
+            eprintln!(
+                "opal-bench [{}]: kafka-producer-perf-test, {n} records",
+                options.broker
+            );
+            let (tools, topic) = (tools.clone(), perf_topic.clone());
+            kafka_produce = Some(
+                tokio::task::spawn_blocking(move || {
+                    kafka_perf::produce(&tools.0, &tools.1, &topic, n, record_bytes)
+                })
+                .await??,
+            );
+        }
 
-    eprintln!(
-        "opal-bench [{}]: kafka-producer-perf-test, {n} records",
-        options.broker
-    );
-    let tools = (options.kafka_tools.clone(), options.kafka.brokers.clone());
-    let kafka_produce = {
-        let (tools, topic) = (tools.clone(), perf_topic.clone());
-        tokio::task::spawn_blocking(move || {
-            kafka_perf::produce(&tools.0, &tools.1, &topic, n, record_bytes)
-        })
-        .await??
-    };
-
-    let cancel = CancellationToken::new();
-    let limit = Duration::from_secs(180);
-    let backlog = WARM_UP + u64::from(rounds) * n;
-    let mut args = RuntimeArgs::local(
-        &options.kafka.brokers,
-        &options.registry.url,
-        &options.redis.url,
-    );
-    args.kafka = options.kafka.clone();
-    args.registry = options.registry.clone();
-    args.topic_prefix = prefix.clone();
-
-    // Each round's consumers read the whole backlog under groups of their
-    // own; the last round's stay up for the latency phases.
-    let mut consumed = Vec::new();
-    let (mut batches, mut round_trips) = (0.0, 0.0);
-    let mut kafka_consume = None;
-    let mut running = None;
-    for round in 0..rounds {
-        if let Some(Consumers { raw, pipeline, .. }) = running.take() {
-            raw.stop().await?;
-            pipeline.stop().await?;
+        let raw_group = format!("{prefix}raw-consumer-{round}");
+        let pipe_group = round_group(&prefix, round);
+        {
+            let (config, starts, groups) = (
+                client_config.clone(),
+                starts.clone(),
+                [raw_group.clone(), pipe_group.clone()],
+            );
+            tokio::task::spawn_blocking(move || {
+                groups
+                    .iter()
+                    .try_for_each(|group| offsets::start_group_at(&config, group, &starts))
+            })
+            .await??;
         }
         eprintln!(
-            "opal-bench [{}]: consume round {round}: {backlog} raw, then through the pipeline",
+            "opal-bench [{}]: round {round}: consuming raw, then through the pipeline",
             options.broker
         );
         let raw_recorder = Arc::new(Recorder::default());
-        let raw = Running::spawn(cancel.child_token(), {
-            let (kafka, group, topic) = (
-                options.kafka.clone(),
-                format!("{prefix}raw-consumer-{round}"),
-                raw_topic.clone(),
-            );
-            let recorder = raw_recorder.clone();
-            move |cancel| async move { raw::consume(&kafka, &group, &topic, recorder, cancel).await }
+        let raw_cancel = cancel.child_token();
+        let raw_task = tokio::spawn({
+            let (kafka, topic) = (options.kafka.clone(), raw_topic.clone());
+            let (recorder, cancel) = (raw_recorder.clone(), raw_cancel.clone());
+            async move { raw::consume(&kafka, &raw_group, &topic, recorder, cancel).await }
         });
         raw_recorder
-            .wait_for(backlog, limit)
+            .wait_for(n, limit)
             .await
             .context("raw consume")?;
         let raw_consume = raw_recorder.throughput();
@@ -345,9 +374,9 @@ pub async fn run(options: &RunOptions) -> anyhow::Result<RunResult> {
 
         let pipe_recorder = Arc::new(Recorder::default());
         let pipe_cancel = cancel.child_token();
-        let started = pipeline::start(
+        let pipeline = pipeline::start(
             args.clone(),
-            &round_group(&prefix, round),
+            &pipe_group,
             NoopHandler {
                 recorder: pipe_recorder.clone(),
                 input: EVENT_TYPE,
@@ -356,29 +385,27 @@ pub async fn run(options: &RunOptions) -> anyhow::Result<RunResult> {
         )
         .await?;
         pipe_recorder
-            .wait_for(backlog, limit)
+            .wait_for(n, limit)
             .await
             .context("pipeline consume")?;
-        let pipe_consume = pipe_recorder.throughput();
-        batches += started.metrics.batches.get() as f64;
-        round_trips += started.metrics.redis_round_trips.get() as f64;
-        consumed.push((raw_consume, pipe_consume));
+        batches += pipeline.metrics.batches.get() as f64;
+        round_trips += pipeline.metrics.redis_round_trips.get() as f64;
+        consumed.push((raw_consume, pipe_recorder.throughput()));
         running = Some(Consumers {
-            raw,
+            raw: (raw_cancel, raw_task),
             raw_recorder,
-            pipeline: Running {
-                cancel: pipe_cancel,
-                task: started.task,
-            },
+            pipeline: (pipe_cancel, pipeline.task),
             pipe_recorder,
         });
     }
-    let Consumers {
-        raw: raw_consumer,
-        raw_recorder,
-        pipeline: pipeline_consumer,
-        pipe_recorder,
-    } = running.context("at least one consume round")?;
+    let produce_rounds: Vec<RoundRates> = produced
+        .iter()
+        .map(|(raw, opal)| RoundRates {
+            raw: raw.records_per_sec,
+            opal: opal.records_per_sec,
+        })
+        .collect();
+    let (raw_produce, opal_produce) = produced.swap_remove(median_round(&produce_rounds));
     let consume_rounds: Vec<RoundRates> = consumed
         .iter()
         .map(|(raw, pipeline)| RoundRates {
@@ -387,6 +414,11 @@ pub async fn run(options: &RunOptions) -> anyhow::Result<RunResult> {
         })
         .collect();
     let (raw_consume, pipe_consume) = consumed.swap_remove(median_round(&consume_rounds));
+    let consumers = running.context("at least one round")?;
+    let (raw_recorder, pipe_recorder) = (
+        consumers.raw_recorder.clone(),
+        consumers.pipe_recorder.clone(),
+    );
 
     let mut latency = Vec::new();
     let latency_rounds = (0..options.latency_rounds.max(1))
@@ -427,8 +459,7 @@ pub async fn run(options: &RunOptions) -> anyhow::Result<RunResult> {
         });
     }
 
-    raw_consumer.stop().await?;
-    pipeline_consumer.stop().await?;
+    consumers.stop().await?;
     Ok(RunResult {
         broker: options.broker.clone(),
         kafka_options: options.kafka.options.clone(),
@@ -447,44 +478,38 @@ pub async fn run(options: &RunOptions) -> anyhow::Result<RunResult> {
             pipeline: pipe_consume,
             rounds: consume_rounds,
             redis_round_trips_per_batch: round_trips / f64::max(batches, 1.0),
-            events_per_batch: f64::from(rounds) * backlog as f64 / f64::max(batches, 1.0),
+            events_per_batch: f64::from(rounds) * n as f64 / f64::max(batches, 1.0),
         },
         latency,
         kafka_perf: KafkaPerf {
-            producer: kafka_produce,
+            producer: kafka_produce.context("kafka-producer-perf-test ran")?,
             consumer: kafka_consume.context("kafka-consumer-perf-test ran")?,
         },
     })
 }
 
-/// A consumer task with its own cancellation.
-struct Running<T> {
-    cancel: CancellationToken,
-    task: tokio::task::JoinHandle<anyhow::Result<T>>,
+/// One round's raw consumer and pipeline (each task with its own
+/// cancellation), and their recorders.
+struct Consumers {
+    raw: (
+        CancellationToken,
+        tokio::task::JoinHandle<anyhow::Result<()>>,
+    ),
+    raw_recorder: Arc<Recorder>,
+    pipeline: (
+        CancellationToken,
+        tokio::task::JoinHandle<anyhow::Result<opal_consumers::runtime::RunEnd>>,
+    ),
+    pipe_recorder: Arc<Recorder>,
 }
 
-impl<T: Send + 'static> Running<T> {
-    fn spawn<F, Fut>(cancel: CancellationToken, start: F) -> Self
-    where
-        F: FnOnce(CancellationToken) -> Fut,
-        Fut: std::future::Future<Output = anyhow::Result<T>> + Send + 'static,
-    {
-        let task = tokio::spawn(start(cancel.clone()));
-        Running { cancel, task }
-    }
-
-    /// Cancels the task and waits for it to commit and end.
+impl Consumers {
+    /// Cancels both and waits for them to commit and end.
     async fn stop(self) -> anyhow::Result<()> {
-        self.cancel.cancel();
-        self.task.await??;
+        self.raw.0.cancel();
+        self.raw.1.await?.context("raw consumer")?;
+        self.pipeline.0.cancel();
+        self.pipeline.1.await?.context("pipeline")?;
         Ok(())
     }
-}
-
-/// The raw consumer and the pipeline of one round, with their recorders.
-struct Consumers {
-    raw: Running<()>,
-    raw_recorder: Arc<Recorder>,
-    pipeline: Running<opal_consumers::runtime::RunEnd>,
-    pipe_recorder: Arc<Recorder>,
 }
