@@ -7,6 +7,7 @@
 //! - [`pipeline`]: the opal runtime with a no-op handler.
 //! - [`run`]: one benchmark run against one broker: produce, consume, latency.
 //! - [`offsets`]: where a throughput round starts, for its fresh consumer groups.
+//! - [`rounds`]: the throughput rounds' rates, their median, the consumers a round leaves.
 //! - [`instructions`]: one phase on a fixed count, for callgrind's instruction counts.
 //! - [`gateway`]: opal-gateway to a WebSocket client and a webhook: events/s and latency.
 //! - [`report`]: merges runs and codec microbenchmarks into `latest.json` and a table.
@@ -19,4 +20,5 @@ pub mod pipeline;
 pub mod raw;
 pub mod recorder;
 pub mod report;
+pub mod rounds;
 pub mod run;

@@ -21,6 +21,7 @@ use crate::offsets;
 use crate::pipeline::{self, NoopHandler};
 use crate::raw;
 use crate::recorder::{Latency, Recorder, Throughput};
+use crate::rounds::{Consumers, RoundRates, median_round};
 
 /// The event type benchmarked: the busiest topic of the spec's workload.
 pub const EVENT_TYPE: EventType = EventType::AgentCompleted;
@@ -61,26 +62,6 @@ pub struct RunOptions {
     /// so the report gives each rate's median round and the range.
     #[arg(long, default_value_t = 3)]
     pub latency_rounds: u32,
-}
-
-/// One throughput round's events/s: the baseline's, then ours.
-#[derive(Debug, Clone, Copy, Serialize)]
-pub struct RoundRates {
-    pub raw: f64,
-    pub opal: f64,
-}
-
-impl RoundRates {
-    fn ratio(&self) -> f64 {
-        self.opal / self.raw
-    }
-}
-
-/// The index of the round with the median ratio (the upper one of an even count).
-fn median_round(rounds: &[RoundRates]) -> usize {
-    let mut order: Vec<usize> = (0..rounds.len()).collect();
-    order.sort_by(|a, b| rounds[*a].ratio().total_cmp(&rounds[*b].ratio()));
-    order[order.len() / 2]
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -486,30 +467,4 @@ pub async fn run(options: &RunOptions) -> anyhow::Result<RunResult> {
             consumer: kafka_consume.context("kafka-consumer-perf-test ran")?,
         },
     })
-}
-
-/// One round's raw consumer and pipeline (each task with its own
-/// cancellation), and their recorders.
-struct Consumers {
-    raw: (
-        CancellationToken,
-        tokio::task::JoinHandle<anyhow::Result<()>>,
-    ),
-    raw_recorder: Arc<Recorder>,
-    pipeline: (
-        CancellationToken,
-        tokio::task::JoinHandle<anyhow::Result<opal_consumers::runtime::RunEnd>>,
-    ),
-    pipe_recorder: Arc<Recorder>,
-}
-
-impl Consumers {
-    /// Cancels both and waits for them to commit and end.
-    async fn stop(self) -> anyhow::Result<()> {
-        self.raw.0.cancel();
-        self.raw.1.await?.context("raw consumer")?;
-        self.pipeline.0.cancel();
-        self.pipeline.1.await?.context("pipeline")?;
-        Ok(())
-    }
 }
