@@ -22,8 +22,16 @@ impl RoundRates {
     }
 }
 
+/// The round with the median ratio, taken out of `rounds`, and every round's
+/// rates in order. `rounds` must not be empty.
+pub fn median_of<T>(mut rounds: Vec<T>, rates: impl Fn(&T) -> RoundRates) -> (T, Vec<RoundRates>) {
+    let all: Vec<RoundRates> = rounds.iter().map(rates).collect();
+    let median = rounds.swap_remove(median_round(&all));
+    (median, all)
+}
+
 /// The index of the round with the median ratio (the upper one of an even count).
-pub fn median_round(rounds: &[RoundRates]) -> usize {
+fn median_round(rounds: &[RoundRates]) -> usize {
     let mut order: Vec<usize> = (0..rounds.len()).collect();
     order.sort_by(|a, b| rounds[*a].ratio().total_cmp(&rounds[*b].ratio()));
     order[order.len() / 2]
@@ -69,6 +77,19 @@ mod tests {
         // first has the median opal events/s.
         let rounds = [round(100.0, 50.0), round(50.0, 45.0), round(200.0, 140.0)];
         assert_eq!(median_round(&rounds), 2);
+    }
+
+    #[test]
+    fn the_median_round_is_taken_out_and_every_round_listed_in_order() {
+        let rounds = vec![
+            (1, round(100.0, 50.0)),
+            (2, round(50.0, 45.0)),
+            (3, round(200.0, 140.0)),
+        ];
+        let (picked, all) = median_of(rounds, |(_, rates)| *rates);
+        assert_eq!(picked.0, 3);
+        let opal: Vec<f64> = all.iter().map(|r| r.opal).collect();
+        assert_eq!(opal, [50.0, 45.0, 140.0]);
     }
 
     #[test]

@@ -21,7 +21,7 @@ use crate::offsets;
 use crate::pipeline::{self, NoopHandler};
 use crate::raw;
 use crate::recorder::{Latency, Recorder, Throughput};
-use crate::rounds::{Consumers, RoundRates, median_round};
+use crate::rounds::{Consumers, RoundRates, median_of};
 
 /// The event type benchmarked: the busiest topic of the spec's workload.
 pub const EVENT_TYPE: EventType = EventType::AgentCompleted;
@@ -379,22 +379,16 @@ pub async fn run(options: &RunOptions) -> anyhow::Result<RunResult> {
             pipe_recorder,
         });
     }
-    let produce_rounds: Vec<RoundRates> = produced
-        .iter()
-        .map(|(raw, opal)| RoundRates {
+    let ((raw_produce, opal_produce), produce_rounds) =
+        median_of(produced, |(raw, opal)| RoundRates {
             raw: raw.records_per_sec,
             opal: opal.records_per_sec,
-        })
-        .collect();
-    let (raw_produce, opal_produce) = produced.swap_remove(median_round(&produce_rounds));
-    let consume_rounds: Vec<RoundRates> = consumed
-        .iter()
-        .map(|(raw, pipeline)| RoundRates {
+        });
+    let ((raw_consume, pipe_consume), consume_rounds) =
+        median_of(consumed, |(raw, pipeline)| RoundRates {
             raw: raw.events_per_sec,
             opal: pipeline.events_per_sec,
-        })
-        .collect();
-    let (raw_consume, pipe_consume) = consumed.swap_remove(median_round(&consume_rounds));
+        });
     let consumers = running.context("at least one round")?;
     let (raw_recorder, pipe_recorder) = (
         consumers.raw_recorder.clone(),
