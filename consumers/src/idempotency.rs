@@ -6,7 +6,10 @@
 //! event (a rebalance), only the lease holder applies it, and a crash between
 //! "apply" and "mark" cannot happen: they are one step. Each step is one script
 //! call for the whole poll batch: two Redis round trips and two commands per
-//! batch, instead of one command (or three) per event.
+//! batch, instead of one command (or three) per event. Leases of events an
+//! instance took but will not process (shutdown came while they waited) are
+//! given back (`release`), so that their next owner need not wait for them
+//! to expire.
 //!
 //! Leases are not durable: the lease script writes nothing to the append-only
 //! file or to replicas (`redis.set_repl(redis.REPL_NONE)`), so with
@@ -168,6 +171,22 @@ table.insert(errors, 1, table.concat(out))
 return errors
 "#;
 
+/// KEYS = idempotency keys; ARGV = token. Deletes each key that holds our
+/// lease, and nothing else (done-marks, other instances' leases). Returns
+/// how many it deleted. Like the lease, written nowhere (see the module docs).
+const RELEASE: &str = r#"
+redis.replicate_commands()
+redis.set_repl(redis.REPL_NONE)
+local released = 0
+for _, key in ipairs(KEYS) do
+  if redis.call('GET', key) == ARGV[1] then
+    redis.call('DEL', key)
+    released = released + 1
+  end
+end
+return released
+"#;
+
 /// Who may process an event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Lease {
@@ -210,6 +229,7 @@ pub struct Idempotency {
     lease: Duration,
     lease_script: Script,
     apply_script: Script,
+    release_script: Script,
 }
 
 impl Idempotency {
@@ -231,6 +251,7 @@ impl Idempotency {
             lease,
             lease_script: Script::new(LEASE),
             apply_script: Script::new(APPLY),
+            release_script: Script::new(RELEASE),
         }
     }
 
@@ -306,6 +327,19 @@ impl Idempotency {
                 _ => Lease::HeldElsewhere,
             })
             .collect())
+    }
+
+    /// Gives back the leases this instance holds on `event_ids`, events it
+    /// will not process (shutdown came first), so that their next owner takes
+    /// them at once instead of waiting for them to expire. Returns how many
+    /// it held.
+    pub async fn release(&self, event_ids: &[&str]) -> Result<u64, RedisError> {
+        if event_ids.is_empty() {
+            return Ok(0);
+        }
+        let mut cmd = self.script_cmd(&self.release_script, event_ids.iter().copied(), 0);
+        cmd.arg(&self.token);
+        self.run_script(RELEASE, &cmd).await
     }
 
     /// Applies each event's state changes and marks it done, atomically, in one

@@ -215,3 +215,41 @@ impl KafkaFatal<'_> {
         );
     }
 }
+
+/// Shutdown left leased events unsettled: this instance gave their leases
+/// back, so their next owner need not wait for them to expire.
+pub struct LeasesReleased {
+    /// Unsettled events of the abandoned batches.
+    pub events: usize,
+    /// Of those, the ones this instance held the lease of.
+    pub released: u64,
+}
+
+impl LeasesReleased {
+    pub fn emit(&self) {
+        info!(
+            events = self.events,
+            released = self.released,
+            "leases of unsettled events given back"
+        );
+    }
+}
+
+/// The leases of unsettled events could not be given back (Redis is down or
+/// slow): they expire on their own, and the events' next owner waits for that.
+pub struct LeasesNotReleased<'a> {
+    pub events: usize,
+    pub lease_ms: u64,
+    pub error: &'a dyn std::fmt::Display,
+}
+
+impl LeasesNotReleased<'_> {
+    pub fn emit(&self) {
+        warn!(
+            events = self.events,
+            expire_in_ms = self.lease_ms,
+            error = %self.error,
+            "leases of unsettled events not given back; they expire on their own"
+        );
+    }
+}

@@ -112,6 +112,38 @@ async fn an_apply_without_a_lease_creates_nothing() {
     assert_eq!(b.lease(&["e1"]).await.unwrap(), vec![Lease::Acquired]);
 }
 
+/// Release gives back only this instance's leases: an event another
+/// instance holds or one already done is left as it is.
+#[tokio::test]
+async fn release_gives_back_only_the_instances_own_leases() {
+    let prefix = unique("idem-release.");
+    let (a, b, mut redis) = two_instances(&prefix).await;
+    assert_eq!(
+        a.lease(&["mine", "done"]).await.unwrap(),
+        vec![Lease::Acquired, Lease::Acquired]
+    );
+    assert_eq!(
+        applied(&a, &[("done", &Effects::none())]).await,
+        vec![Ok(Applied::Applied)]
+    );
+    assert_eq!(b.lease(&["theirs"]).await.unwrap(), vec![Lease::Acquired]);
+
+    let released = a
+        .release(&["mine", "done", "theirs", "never-leased"])
+        .await
+        .unwrap();
+    assert_eq!(released, 1, "only the lease A held of an unsettled event");
+    // The event is free for the next owner at once, not after the lease time.
+    assert_eq!(b.lease(&["mine"]).await.unwrap(), vec![Lease::Acquired]);
+    assert_eq!(a.lease(&["done"]).await.unwrap(), vec![Lease::Done]);
+    assert_eq!(
+        a.lease(&["theirs"]).await.unwrap(),
+        vec![Lease::HeldElsewhere]
+    );
+    let exists: bool = redis.exists(key(&prefix, "never-leased")).await.unwrap();
+    assert!(!exists);
+}
+
 #[tokio::test]
 async fn a_batch_mixing_events_with_and_without_state_changes_applies_each() {
     let prefix = unique("idem-mixed.");

@@ -281,6 +281,8 @@ async fn a_drain_longer_than_the_drain_timeout_exits_3_and_its_records_come_agai
     let port = free_port();
     let mut slow = SLOW.to_vec();
     slow.push(("OPAL_DRAIN_TIMEOUT_MS", "2000"));
+    // Longer than the test: a lease left behind would still be there.
+    slow.push(("OPAL_LEASE_MS", "120000"));
     let mut child = env.spawn_counting_with(port, &slow);
     batch_in_hand(port).await;
     signal(&child.0, "TERM");
@@ -294,6 +296,17 @@ async fn a_drain_longer_than_the_drain_timeout_exits_3_and_its_records_come_agai
         0,
         "nothing of the unfinished batch was applied"
     );
+    // Their leases were given back on the way out: the next instance need
+    // not wait for them to expire.
+    let mut redis = redis().await;
+    for id in &ids {
+        let lease: Option<String> = redis::cmd("GET")
+            .arg(env.idempotency_key(id))
+            .query_async(&mut redis)
+            .await
+            .expect("GET");
+        assert_eq!(lease, None, "the lease of {id}");
+    }
     // Its offsets were not stored: the next instance gets the records again
     // (with the same retry budget: the drill fails 8 times first).
     let mut next = env.spawn_counting_with(free_port(), &[("OPAL_RETRY_ATTEMPTS", "10")]);
@@ -301,7 +314,7 @@ async fn a_drain_longer_than_the_drain_timeout_exits_3_and_its_records_come_agai
     signal(&next.0, "TERM");
     assert_eq!(wait_exit(&mut next.0, Duration::from_secs(30)), Some(0));
     assert_eq!(
-        counts(&mut redis().await, &env.count_prefix, &ids).await,
+        counts(&mut redis, &env.count_prefix, &ids).await,
         vec![1; 3]
     );
 }

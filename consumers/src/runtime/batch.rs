@@ -61,6 +61,11 @@ impl<'c> Item<'c> {
             lease: None,
         }
     }
+
+    /// The decoded event's id (its idempotency key); None until decoded.
+    pub(super) fn event_id(&self) -> Option<&str> {
+        Some(self.event.as_ref()?.envelope().event_id.as_str())
+    }
 }
 
 /// One topic's settled records in a batch, for the metrics.
@@ -95,16 +100,16 @@ impl<H: Handler> Runtime<H> {
     /// `Err(Abandoned)` when shutdown came while it waited: nothing stored.
     pub(super) async fn process_batch(
         &self,
-        mut items: Vec<Item<'_>>,
+        items: &mut [Item<'_>],
         started: Instant,
     ) -> Result<HashSet<(String, i32)>, Abandoned> {
-        self.decode(&mut items).await?;
-        self.settle(&mut items).await?;
-        self.dead_letter(&items).await?;
+        self.decode(items).await?;
+        self.settle(items).await?;
+        self.dead_letter(items).await?;
         let mut last: BTreeMap<(&str, i32), i64> = BTreeMap::new();
         // Counted per topic and resolved to metric handles once per batch.
         let mut counts: BTreeMap<&str, Counts> = BTreeMap::new();
-        for item in &items {
+        for item in items.iter() {
             let m = &item.message;
             let topic = m.topic();
             let counts = counts.entry(topic).or_default();
@@ -149,7 +154,7 @@ impl<H: Handler> Runtime<H> {
                 .emit(&self.metrics);
             }
         }
-        let parked = self.park(&items);
+        let parked = self.park(items);
         self.health.event_processed();
         self.metrics
             .last_event_unixtime
@@ -180,7 +185,7 @@ impl<H: Handler> Runtime<H> {
         let (indices, ids): (Vec<usize>, Vec<&str>) = items
             .iter()
             .enumerate()
-            .filter_map(|(i, item)| Some((i, item.event.as_ref()?.envelope().event_id.as_str())))
+            .filter_map(|(i, item)| Some((i, item.event_id()?)))
             .unzip();
         if ids.is_empty() {
             return;
@@ -301,12 +306,7 @@ impl<H: Handler> Runtime<H> {
             .iter()
             .zip(&leases)
             .filter(|(_, lease)| lease.is_none())
-            .filter_map(|(i, _)| {
-                items[*i]
-                    .event
-                    .as_ref()
-                    .map(|e| e.envelope().event_id.as_str())
-            })
+            .filter_map(|(i, _)| items[*i].event_id())
             .collect();
         if !ids.is_empty() {
             self.metrics.redis_round_trips.inc();

@@ -21,7 +21,8 @@
 //! (taking a batch, revocations meanwhile), [`batch`] (the batch state machine), [`handle`] (one partition's events through the
 //! handler), [`emit`] (emitted events and their derived ids), [`connect`]
 //! (Redis at start-up), [`waits`]
-//! (pausing for a dependency), [`topics`] (start-up checks and partition
+//! (pausing for a dependency), [`release`] (leases given back at
+//! shutdown), [`topics`] (start-up checks and partition
 //! counts), [`health_checks`] (the dependency probes behind readiness).
 
 mod batch;
@@ -33,6 +34,7 @@ mod emit;
 mod handle;
 mod health_checks;
 mod park;
+mod release;
 mod topics;
 mod waits;
 
@@ -59,7 +61,7 @@ use crate::idempotency::Idempotency;
 use crate::metrics::ConsumerMetrics;
 use crate::telemetry::{CommitFailed, KafkaFatal};
 
-use batch::Item;
+use batch::{Abandoned, Item};
 use collect::{Collected, RevocationWatch};
 
 pub use context::RuntimeContext;
@@ -301,7 +303,7 @@ impl<H: Handler> Runtime<H> {
                 fatal = Some(reason);
                 taken.clear();
             }
-            let batch: Vec<Item<'_>> = if ahead.is_empty() {
+            let mut batch: Vec<Item<'_>> = if ahead.is_empty() {
                 fresh.into_iter().map(Item::new).collect()
             } else {
                 std::mem::take(&mut ahead)
@@ -325,13 +327,10 @@ impl<H: Handler> Runtime<H> {
             };
             tokio::select! {
                 (processed, ()) = futures::future::join(
-                    self.process_batch(batch, started),
+                    self.process_batch(&mut batch, started),
                     self.prepare(&mut next),
-                ) => {
-                    // Abandoned (shutdown came while the batch waited): what
-                    // was taken after it is not processed either, or its
-                    // offsets would pass the batch's unsettled records.
-                    if let Ok(parked) = processed {
+                ) => match processed {
+                    Ok(parked) => {
                         // A parked partition was rewound: what was taken ahead
                         // from it comes again after the parked record.
                         if !parked.is_empty() {
@@ -342,9 +341,14 @@ impl<H: Handler> Runtime<H> {
                         }
                         ahead = next;
                     }
-                }
+                    // Abandoned (shutdown came while the batch waited): what
+                    // was taken after it is not processed either, or its
+                    // offsets would pass the batch's unsettled records.
+                    Err(Abandoned) => self.release_leases(&[&batch, &next]).await,
+                },
                 _ = drain => {
                     warn!("drain timeout: the unfinished batch is left uncommitted and will be redelivered");
+                    self.release_leases(&[&batch, &next]).await;
                     end = RunEnd::DrainTimedOut;
                     break;
                 }

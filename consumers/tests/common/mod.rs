@@ -41,6 +41,11 @@ impl Env {
         Env::on(&brokers(), &registry_url()).await
     }
 
+    /// The Redis key of `event_id`'s lease and done-mark for this group.
+    pub fn idempotency_key(&self, event_id: &str) -> String {
+        format!("{}opal:idempotency:{}:{event_id}", self.prefix, self.group)
+    }
+
     /// As [`Env::new`], on the given broker and registry (a test's own).
     pub async fn on(brokers: &str, registry_url: &str) -> Env {
         let prefix = format!("{}.", unique("c"));
