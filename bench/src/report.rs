@@ -269,21 +269,22 @@ fn throughput_rounds_markdown(latest: &Latest, out: &mut String) {
 
 /// Each latency round's send → acknowledgement p95 beside its end-to-end p95,
 /// both sides: a round whose end-to-end tail is already in its producer's
-/// acknowledgements was slowed at the broker, not in the consumer.
+/// acknowledgements was slowed at the broker, not in the consumer. The
+/// warm-up round, which the tables above leave out, is listed first.
 fn rounds_markdown(latest: &Latest, out: &mut String) {
-    let rows: Vec<(&str, &serde_json::Value)> = latest
+    let rows: Vec<(&str, String, &serde_json::Value)> = latest
         .runs
         .iter()
         .flat_map(|r| {
             let broker = r["broker"].as_str().unwrap_or("?");
-            r["latency"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .map(move |row| (broker, row))
+            let warmup = r["latency_warmup"].as_array().into_iter().flatten();
+            let measured = r["latency"].as_array().into_iter().flatten();
+            warmup
+                .map(move |row| (broker, "warm-up".to_owned(), row))
+                .chain(measured.map(move |row| (broker, row["round"].to_string(), row)))
         })
         // Runs from before the acknowledgement was recorded have no such rounds.
-        .filter(|(_, row)| row["opal_ack_p95_ms"].is_number())
+        .filter(|(_, _, row)| row["opal_ack_p95_ms"].is_number())
         .collect();
     if rows.is_empty() {
         return;
@@ -297,13 +298,13 @@ fn rounds_markdown(latest: &Latest, out: &mut String) {
         "| broker | rate/s | round | raw ack p95 | raw end-to-end p95 | opal ack p95 | pipeline end-to-end p95 | pipeline − raw |"
     );
     let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|---:|---:|");
-    for (broker, row) in rows {
+    for (broker, round, row) in rows {
         let _ = writeln!(
             out,
             "| {} | {} | {} | {:.1} | {:.1} | {:.1} | {:.1} | {:+.1} |",
             broker,
             row["rate"],
-            row["round"],
+            round,
             f(&row["raw_ack_p95_ms"]),
             f(&row["raw"]["p95_ms"]),
             f(&row["opal_ack_p95_ms"]),
@@ -366,9 +367,15 @@ pub fn markdown(latest: &Latest) -> String {
         );
     }
     throughput_rounds_markdown(latest, &mut out);
+    let warmed: Vec<&str> = latest
+        .runs
+        .iter()
+        .filter(|r| r["latency_warmup"].as_array().is_some_and(|w| !w.is_empty()))
+        .filter_map(|r| r["broker"].as_str())
+        .collect();
     let _ = writeln!(
         out,
-        "\nEnd-to-end latency, produce time → handler (ms; timestamps have 1 ms resolution); each rate's median round of {} by p95, and the range of p95 over the rounds:\n",
+        "\nEnd-to-end latency, produce time → handler (ms; timestamps have 1 ms resolution); each rate's median round of {} by p95, and the range of p95 over the rounds{}:\n",
         latest
             .runs
             .iter()
@@ -376,7 +383,15 @@ pub fn markdown(latest: &Latest) -> String {
             .flatten()
             .filter_map(|row| row["round"].as_u64())
             .max()
-            .map_or(1, |m| m + 1)
+            .map_or(1, |m| m + 1),
+        if warmed.is_empty() {
+            String::new()
+        } else {
+            format!(
+                " (after a warm-up round at every rate, not measured, in {})",
+                warmed.join(", ")
+            )
+        }
     );
     let _ = writeln!(
         out,

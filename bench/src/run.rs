@@ -62,6 +62,13 @@ pub struct RunOptions {
     /// so the report gives each rate's median round and the range.
     #[arg(long, default_value_t = 3)]
     pub latency_rounds: u32,
+    /// Seconds of traffic per rate in a warm-up round before the measured
+    /// ones, kept apart in the result (`latency_warmup`) and out of the
+    /// tables. The first latency phases after the throughput phases met the
+    /// broker's JIT compiler (C2) busy for ~20 s on code the throughput phases
+    /// had not run, which raised both sides' tails. 0 skips it.
+    #[arg(long, default_value_t = 5)]
+    pub latency_warmup_secs: u64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -117,6 +124,8 @@ pub struct RunResult {
     pub produce: Produce,
     pub consume: Consume,
     pub latency: Vec<LatencyRow>,
+    /// The warm-up round (`--latency-warmup-secs`), not in the tables.
+    pub latency_warmup: Vec<LatencyRow>,
     /// Kafka's own perf tools on the same broker, size and count.
     pub kafka_perf: KafkaPerf,
 }
@@ -395,15 +404,9 @@ pub async fn run(options: &RunOptions) -> anyhow::Result<RunResult> {
         consumers.pipe_recorder.clone(),
     );
 
-    let mut latency = Vec::new();
-    let latency_rounds = (0..options.latency_rounds.max(1))
-        .flat_map(|round| options.rates.iter().map(move |rate| (round, *rate)));
-    for (round, rate) in latency_rounds {
-        let records = rate * options.latency_secs;
-        eprintln!(
-            "opal-bench [{}]: latency round {round} at {rate}/s ({records} events each)",
-            options.broker
-        );
+    // One phase: `secs` of traffic at `rate` through each side in turn.
+    let phase = async |round: u32, rate: u64, secs: u64| -> anyhow::Result<LatencyRow> {
+        let records = rate * secs;
         raw_recorder.reset();
         let raw_sent = perf::run_raw(
             &raw_producer,
@@ -422,7 +425,7 @@ pub async fn run(options: &RunOptions) -> anyhow::Result<RunResult> {
             .wait_for(records, limit)
             .await
             .context("pipeline latency")?;
-        latency.push(LatencyRow {
+        Ok(LatencyRow {
             rate,
             round,
             raw_produced_per_sec: raw_sent.records_per_sec,
@@ -431,7 +434,28 @@ pub async fn run(options: &RunOptions) -> anyhow::Result<RunResult> {
             opal_ack_p95_ms: opal_sent.p95_ms,
             raw: raw_recorder.latency(),
             pipeline: pipe_recorder.latency(),
-        });
+        })
+    };
+    let mut latency_warmup = Vec::new();
+    if options.latency_warmup_secs > 0 {
+        for rate in &options.rates {
+            eprintln!(
+                "opal-bench [{}]: latency warm-up at {rate}/s ({} s, not measured)",
+                options.broker, options.latency_warmup_secs
+            );
+            latency_warmup.push(phase(0, *rate, options.latency_warmup_secs).await?);
+        }
+    }
+    let mut latency = Vec::new();
+    let latency_rounds = (0..options.latency_rounds.max(1))
+        .flat_map(|round| options.rates.iter().map(move |rate| (round, *rate)));
+    for (round, rate) in latency_rounds {
+        eprintln!(
+            "opal-bench [{}]: latency round {round} at {rate}/s ({} events each)",
+            options.broker,
+            rate * options.latency_secs
+        );
+        latency.push(phase(round, rate, options.latency_secs).await?);
     }
 
     consumers.stop().await?;
@@ -456,6 +480,7 @@ pub async fn run(options: &RunOptions) -> anyhow::Result<RunResult> {
             events_per_batch: f64::from(rounds) * n as f64 / f64::max(batches, 1.0),
         },
         latency,
+        latency_warmup,
         kafka_perf: KafkaPerf {
             producer: kafka_produce.context("kafka-producer-perf-test ran")?,
             consumer: kafka_consume.context("kafka-consumer-perf-test ran")?,
