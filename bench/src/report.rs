@@ -370,7 +370,11 @@ pub fn markdown(latest: &Latest) -> String {
     let warmed: Vec<&str> = latest
         .runs
         .iter()
-        .filter(|r| r["latency_warmup"].as_array().is_some_and(|w| !w.is_empty()))
+        .filter(|r| {
+            r["latency_warmup"]
+                .as_array()
+                .is_some_and(|w| !w.is_empty())
+        })
         .filter_map(|r| r["broker"].as_str())
         .collect();
     let _ = writeln!(
