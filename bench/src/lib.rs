@@ -8,6 +8,7 @@
 //! - [`run`]: one benchmark run against one broker: produce, consume, latency.
 //! - [`offsets`]: where a throughput round starts, for its fresh consumer groups.
 //! - [`rounds`]: the throughput rounds' rates, their median, the consumers a round leaves.
+//! - [`redis_cost`]: Redis's CPU per event, and per key of bare `SET`s (the floor).
 //! - [`instructions`]: one phase on a fixed count, for callgrind's instruction counts.
 //! - [`gateway`]: opal-gateway to a WebSocket client and a webhook: events/s and latency.
 //! - [`report`]: merges runs and codec microbenchmarks into `latest.json` and a table.
@@ -19,6 +20,7 @@ pub mod offsets;
 pub mod pipeline;
 pub mod raw;
 pub mod recorder;
+pub mod redis_cost;
 pub mod report;
 pub mod rounds;
 pub mod run;

@@ -267,6 +267,48 @@ fn throughput_rounds_markdown(latest: &Latest, out: &mut String) {
     }
 }
 
+/// Redis's CPU per pipeline event beside the floor of one bare `SET` per key
+/// and plain consume's wall clock per event, for runs that measured them: the
+/// pipeline shares the cores with Redis, so these bound its ratio to plain consume.
+fn redis_cost_markdown(latest: &Latest, out: &mut String) {
+    let mut any = false;
+    for r in &latest.runs {
+        let consume = &r["consume"];
+        let (per_event, floor) = (
+            f(&consume["redis_cpu_us_per_event"]),
+            f(&consume["redis_floor_us_per_key"]),
+        );
+        if per_event.is_nan() {
+            continue;
+        }
+        if !any {
+            let _ = writeln!(
+                out,
+                "
+Redis's CPU (all its threads, `INFO cpu`) while the pipeline read, against the least a durable key per event costs it on the same Redis (bare `SET key done EX`, pipelined 2 000 at a time):
+"
+            );
+            any = true;
+        }
+        let plain = f(&consume["raw"]["events_per_sec"]);
+        // Redis runs commands on one thread: µs of its CPU per event cap
+        // events/s at 10⁶ ÷ that, whatever else the pipeline does.
+        let cap = |us: f64| format!("{:.0}/s = {:.2}× plain", 1e6 / us, 1e6 / us / plain);
+        let _ = writeln!(
+            out,
+            "- {}: **{per_event:.2} µs per event** in the pipeline, over all rounds (Redis alone caps it at {}); bare `SET`: {} µs per key (caps any such design at {}); plain consume: {plain:.0}/s.",
+            r["broker"].as_str().unwrap_or("?"),
+            cap(per_event),
+            shown(floor, 2),
+            if floor.is_nan() {
+                "—".to_owned()
+            } else {
+                cap(floor)
+            },
+        );
+    }
+}
+
 /// Each latency round's send → acknowledgement p95 beside its end-to-end p95,
 /// both sides: a round whose end-to-end tail is already in its producer's
 /// acknowledgements was slowed at the broker, not in the consumer. The
@@ -367,6 +409,7 @@ pub fn markdown(latest: &Latest) -> String {
         );
     }
     throughput_rounds_markdown(latest, &mut out);
+    redis_cost_markdown(latest, &mut out);
     let warmed: Vec<&str> = latest
         .runs
         .iter()

@@ -21,6 +21,7 @@ use crate::offsets;
 use crate::pipeline::{self, NoopHandler};
 use crate::raw;
 use crate::recorder::{Latency, Recorder, Throughput};
+use crate::redis_cost;
 use crate::rounds::{Consumers, RoundRates, median_of};
 
 /// The event type benchmarked: the busiest topic of the spec's workload.
@@ -95,6 +96,13 @@ pub struct Consume {
     /// batch, over all rounds.
     pub redis_round_trips_per_batch: f64,
     pub events_per_batch: f64,
+    /// Redis's CPU (µs) per event while the pipeline read, over all rounds:
+    /// what bounds the pipeline's events/s (it and Redis share the cores).
+    pub redis_cpu_us_per_event: f64,
+    /// Redis's CPU (µs) per key for bare pipelined `SET key done EX` on the
+    /// same Redis ([`crate::redis_cost::floor`]): the least any design with a
+    /// durable key per event costs it.
+    pub redis_floor_us_per_key: f64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -268,6 +276,8 @@ pub async fn run(options: &RunOptions) -> anyhow::Result<RunResult> {
     let mut produced = Vec::new();
     let mut consumed = Vec::new();
     let (mut batches, mut round_trips) = (0.0, 0.0);
+    let mut redis = redis_cost::connect(&options.redis.url).await?;
+    let mut redis_cpu = 0.0;
     let (mut kafka_produce, mut kafka_consume) = (None, None);
     let mut running: Option<Consumers> = None;
     let tools = (options.kafka_tools.clone(), options.kafka.brokers.clone());
@@ -364,6 +374,7 @@ pub async fn run(options: &RunOptions) -> anyhow::Result<RunResult> {
 
         let pipe_recorder = Arc::new(Recorder::default());
         let pipe_cancel = cancel.child_token();
+        let redis_cpu_before = redis_cost::cpu_seconds(&mut redis).await?;
         let pipeline = pipeline::start(
             args.clone(),
             &pipe_group,
@@ -378,6 +389,7 @@ pub async fn run(options: &RunOptions) -> anyhow::Result<RunResult> {
             .wait_for(n, limit)
             .await
             .context("pipeline consume")?;
+        redis_cpu += redis_cost::cpu_seconds(&mut redis).await? - redis_cpu_before;
         batches += pipeline.metrics.batches.get() as f64;
         round_trips += pipeline.metrics.redis_round_trips.get() as f64;
         consumed.push((raw_consume, pipe_recorder.throughput()));
@@ -459,6 +471,12 @@ pub async fn run(options: &RunOptions) -> anyhow::Result<RunResult> {
     }
 
     consumers.stop().await?;
+    // Last, so that its keys are not in Redis during the phases above.
+    eprintln!(
+        "opal-bench [{}]: Redis's floor, {n} bare SETs",
+        options.broker
+    );
+    let redis_floor = redis_cost::floor(&mut redis, &format!("{prefix}floor"), n).await?;
     Ok(RunResult {
         broker: options.broker.clone(),
         kafka_options: options.kafka.options.clone(),
@@ -478,6 +496,8 @@ pub async fn run(options: &RunOptions) -> anyhow::Result<RunResult> {
             rounds: consume_rounds,
             redis_round_trips_per_batch: round_trips / f64::max(batches, 1.0),
             events_per_batch: f64::from(rounds) * n as f64 / f64::max(batches, 1.0),
+            redis_cpu_us_per_event: redis_cpu * 1e6 / (f64::from(rounds) * n as f64),
+            redis_floor_us_per_key: redis_floor,
         },
         latency,
         latency_warmup,

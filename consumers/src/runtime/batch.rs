@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::time::Instant;
 
 use futures::future::join_all;
-use opal_schemas::{Event, validate};
+use opal_schemas::{CodecError, Decoded, Event, validate};
 use rdkafka::consumer::Consumer;
 use rdkafka::message::{BorrowedMessage, Message};
 use tracing::debug;
@@ -32,6 +32,14 @@ pub(super) enum Outcome {
     Dead(DeadLetter),
     /// Waiting for another input: not settled, its offset not stored, redelivered.
     Parked,
+}
+
+/// A decoded record's event if it is valid, else why not: the one rule for
+/// the batch's decode step and for the look-ahead's ([`Runtime::prepare`]).
+fn checked(decoded: Result<Decoded, CodecError>) -> Result<Event, ProcessingError> {
+    let event = decoded.map_err(ProcessingError::Decode)?.event;
+    validate(&event).map_err(ProcessingError::Validation)?;
+    Ok(event)
 }
 
 pub(super) struct Item<'c> {
@@ -176,10 +184,9 @@ impl<H: Handler> Runtime<H> {
         // threads cost more than the yield saves).
         for item in items.iter_mut() {
             let payload = item.message.payload().unwrap_or_default();
-            if let Some(Ok(decoded)) = self.codec.decode_cached(payload)
-                && validate(&decoded.event).is_ok()
-            {
-                item.event = Some(decoded.event);
+            // A record that fails here fails again in `decode`, which settles it.
+            if let Some(Ok(event)) = self.codec.decode_cached(payload).map(checked) {
+                item.event = Some(event);
             }
         }
         let (indices, ids): (Vec<usize>, Vec<&str>) = items
@@ -227,15 +234,12 @@ impl<H: Handler> Runtime<H> {
             decoded.extend(unknown.into_iter().zip(fetched));
             let mut down = None;
             for (i, result) in decoded {
-                let error = match result {
-                    Ok(d) => match validate(&d.event) {
-                        Ok(()) => {
-                            items[i].event = Some(d.event);
-                            continue;
-                        }
-                        Err(e) => ProcessingError::Validation(e),
-                    },
-                    Err(e) => ProcessingError::Decode(e),
+                let error = match checked(result) {
+                    Ok(event) => {
+                        items[i].event = Some(event);
+                        continue;
+                    }
+                    Err(e) => e,
                 };
                 match classify(&error) {
                     FailureClass::DependencyDown(dependency) => down = Some((dependency, error)),

@@ -626,9 +626,10 @@ pub async fn dlq_records(env: &Env) -> i64 {
 }
 
 /// How many records of `topics` `group` has not committed yet (0 = caught up).
+/// The broker may not answer for a moment (`NotCoordinator` while the group's
+/// coordinator loads or moves): asked again, a few times, before failing.
 pub fn group_lag(kafka: &KafkaArgs, group: &str, topics: &[String]) -> i64 {
     use rdkafka::consumer::BaseConsumer;
-    use rdkafka::{Offset, TopicPartitionList};
     let consumer: BaseConsumer = kafka
         .client_config()
         .expect("config")
@@ -636,30 +637,43 @@ pub fn group_lag(kafka: &KafkaArgs, group: &str, topics: &[String]) -> i64 {
         .set("enable.auto.commit", "false")
         .create()
         .expect("lag reader");
+    let mut attempts = 0;
+    loop {
+        match lag_of(&consumer, topics) {
+            Ok(lag) => return lag,
+            Err(e) if attempts < 10 => {
+                attempts += 1;
+                eprintln!("group lag of {group}: {e}; asking again");
+                std::thread::sleep(Duration::from_millis(300));
+            }
+            Err(e) => panic!("group lag of {group}: {e}"),
+        }
+    }
+}
+
+fn lag_of(
+    consumer: &rdkafka::consumer::BaseConsumer,
+    topics: &[String],
+) -> rdkafka::error::KafkaResult<i64> {
+    use rdkafka::{Offset, TopicPartitionList};
     let timeout = Duration::from_secs(5);
     let mut lag = 0;
     for topic in topics {
-        let metadata = consumer
-            .fetch_metadata(Some(topic), timeout)
-            .expect("metadata");
+        let metadata = consumer.fetch_metadata(Some(topic), timeout)?;
         let mut tpl = TopicPartitionList::new();
         for p in metadata.topics().iter().flat_map(|t| t.partitions()) {
             tpl.add_partition(topic, p.id());
         }
-        let committed = consumer
-            .committed_offsets(tpl, timeout)
-            .expect("committed offsets");
+        let committed = consumer.committed_offsets(tpl, timeout)?;
         for element in committed.elements() {
-            let (low, high) = consumer
-                .fetch_watermarks(topic, element.partition(), timeout)
-                .expect("watermarks");
+            let (low, high) = consumer.fetch_watermarks(topic, element.partition(), timeout)?;
             lag += match element.offset() {
                 Offset::Offset(o) => high - o,
                 _ => high - low,
             };
         }
     }
-    lag
+    Ok(lag)
 }
 
 pub fn header(message: &OwnedMessage, name: &str) -> Option<String> {
