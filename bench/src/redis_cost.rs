@@ -48,34 +48,45 @@ fn parse_cpu_seconds(info: &str) -> anyhow::Result<f64> {
 /// writes its done-marks, `SET <opal:idempotency:group:uuid> done EX 86400`, but
 /// as bare commands pipelined 2 000 at a time: no script, no lease, no check.
 /// No design that writes a durable key per event costs Redis less.
-pub async fn floor(
-    conn: &mut MultiplexedConnection,
-    group: &str,
-    keys: u64,
-) -> anyhow::Result<f64> {
-    // A run's own keys, as long as real ones (a UUID's 36 characters).
-    let run = std::process::id();
+///
+/// Written to database 1, empty, and flushed after: a key costs more in a
+/// bigger keyspace (the run's own keys are in database 0), so the floor is
+/// taken from an empty one to `keys`, as the pipeline's first round is.
+pub async fn floor(url: &str, group: &str, keys: u64) -> anyhow::Result<f64> {
+    let mut conn = connect(url).await?;
+    redis::cmd("SELECT")
+        .arg(1)
+        .query_async::<()>(&mut conn)
+        .await
+        .context("Redis SELECT 1")?;
+    let size: u64 = redis::cmd("DBSIZE").query_async(&mut conn).await?;
+    anyhow::ensure!(size == 0, "Redis's database 1 is not empty ({size} keys)");
+    // Keys as long as real ones (a UUID's 36 characters).
     let mut written = 0;
-    let before = cpu_seconds(conn).await?;
+    let before = cpu_seconds(&mut conn).await?;
     while written < keys {
         let mut pipe = redis::pipe();
         let end = (written + FLOOR_BATCH as u64).min(keys);
         for i in written..end {
             pipe.cmd("SET")
                 .arg(format!(
-                    "opal:idempotency:{group}:{run:08x}-0000-4000-8000-{i:012x}"
+                    "opal:idempotency:{group}:00000000-0000-4000-8000-{i:012x}"
                 ))
                 .arg("done")
                 .arg("EX")
                 .arg(86_400)
                 .ignore();
         }
-        pipe.query_async::<()>(conn)
+        pipe.query_async::<()>(&mut conn)
             .await
             .context("the floor's SETs")?;
         written = end;
     }
-    let after = cpu_seconds(conn).await?;
+    let after = cpu_seconds(&mut conn).await?;
+    redis::cmd("FLUSHDB")
+        .query_async::<()>(&mut conn)
+        .await
+        .context("Redis FLUSHDB of database 1")?;
     Ok((after - before) * 1e6 / keys.max(1) as f64)
 }
 

@@ -294,9 +294,18 @@ Redis's CPU (all its threads, `INFO cpu`) while the pipeline read, against the l
         // Redis runs commands on one thread: µs of its CPU per event cap
         // events/s at 10⁶ ÷ that, whatever else the pipeline does.
         let cap = |us: f64| format!("{:.0}/s = {:.2}× plain", 1e6 / us, 1e6 / us / plain);
+        let rounds = consume["redis_cpu_us_per_event_rounds"]
+            .as_array()
+            .map(|r| {
+                r.iter()
+                    .map(|v| format!("{:.2}", f(v)))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            })
+            .unwrap_or_default();
         let _ = writeln!(
             out,
-            "- {}: **{per_event:.2} µs per event** in the pipeline, over all rounds (Redis alone caps it at {}); bare `SET`: {} µs per key (caps any such design at {}); plain consume: {plain:.0}/s.",
+            "- {}: **{per_event:.2} µs per event** in the pipeline, over all rounds ({rounds} in turn; Redis alone caps it at {}); bare `SET` from an empty keyspace, as the first round starts: {} µs per key (caps any such design at {}); plain consume: {plain:.0}/s.",
             r["broker"].as_str().unwrap_or("?"),
             cap(per_event),
             shown(floor, 2),

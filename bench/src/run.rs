@@ -99,9 +99,12 @@ pub struct Consume {
     /// Redis's CPU (µs) per event while the pipeline read, over all rounds:
     /// what bounds the pipeline's events/s (it and Redis share the cores).
     pub redis_cpu_us_per_event: f64,
+    /// The same for each round, in order: the first starts from an empty
+    /// keyspace, later ones from the keys of the rounds before.
+    pub redis_cpu_us_per_event_rounds: Vec<f64>,
     /// Redis's CPU (µs) per key for bare pipelined `SET key done EX` on the
-    /// same Redis ([`crate::redis_cost::floor`]): the least any design with a
-    /// durable key per event costs it.
+    /// same Redis, from an empty keyspace ([`crate::redis_cost::floor`]): the
+    /// least any design with a durable key per event costs it.
     pub redis_floor_us_per_key: f64,
 }
 
@@ -277,7 +280,7 @@ pub async fn run(options: &RunOptions) -> anyhow::Result<RunResult> {
     let mut consumed = Vec::new();
     let (mut batches, mut round_trips) = (0.0, 0.0);
     let mut redis = redis_cost::connect(&options.redis.url).await?;
-    let mut redis_cpu = 0.0;
+    let mut redis_cpu = Vec::new();
     let (mut kafka_produce, mut kafka_consume) = (None, None);
     let mut running: Option<Consumers> = None;
     let tools = (options.kafka_tools.clone(), options.kafka.brokers.clone());
@@ -389,7 +392,8 @@ pub async fn run(options: &RunOptions) -> anyhow::Result<RunResult> {
             .wait_for(n, limit)
             .await
             .context("pipeline consume")?;
-        redis_cpu += redis_cost::cpu_seconds(&mut redis).await? - redis_cpu_before;
+        redis_cpu
+            .push((redis_cost::cpu_seconds(&mut redis).await? - redis_cpu_before) * 1e6 / n as f64);
         batches += pipeline.metrics.batches.get() as f64;
         round_trips += pipeline.metrics.redis_round_trips.get() as f64;
         consumed.push((raw_consume, pipe_recorder.throughput()));
@@ -476,7 +480,7 @@ pub async fn run(options: &RunOptions) -> anyhow::Result<RunResult> {
         "opal-bench [{}]: Redis's floor, {n} bare SETs",
         options.broker
     );
-    let redis_floor = redis_cost::floor(&mut redis, &format!("{prefix}floor"), n).await?;
+    let redis_floor = redis_cost::floor(&options.redis.url, &format!("{prefix}floor"), n).await?;
     Ok(RunResult {
         broker: options.broker.clone(),
         kafka_options: options.kafka.options.clone(),
@@ -496,7 +500,8 @@ pub async fn run(options: &RunOptions) -> anyhow::Result<RunResult> {
             rounds: consume_rounds,
             redis_round_trips_per_batch: round_trips / f64::max(batches, 1.0),
             events_per_batch: f64::from(rounds) * n as f64 / f64::max(batches, 1.0),
-            redis_cpu_us_per_event: redis_cpu * 1e6 / (f64::from(rounds) * n as f64),
+            redis_cpu_us_per_event: redis_cpu.iter().sum::<f64>() / redis_cpu.len().max(1) as f64,
+            redis_cpu_us_per_event_rounds: redis_cpu,
             redis_floor_us_per_key: redis_floor,
         },
         latency,
