@@ -284,9 +284,7 @@ fn redis_cost_markdown(latest: &Latest, out: &mut String) {
         if !any {
             let _ = writeln!(
                 out,
-                "
-Redis's CPU (all its threads, `INFO cpu`) while the pipeline read, against the least a durable key per event costs it on the same Redis (bare `SET key done EX`, pipelined 2 000 at a time):
-"
+                "\nRedis's CPU (all its threads, `INFO cpu`) while the pipeline read, against the least a durable key per event costs it on the same Redis (bare `SET key done EX`, pipelined 2 000 at a time):\n"
             );
             any = true;
         }

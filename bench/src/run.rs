@@ -475,7 +475,8 @@ pub async fn run(options: &RunOptions) -> anyhow::Result<RunResult> {
     }
 
     consumers.stop().await?;
-    // Last, so that its keys are not in Redis during the phases above.
+    // Last, so that its writes (and its append-only file) are not in the way
+    // of the phases above.
     eprintln!(
         "opal-bench [{}]: Redis's floor, {n} bare SETs",
         options.broker
