@@ -37,22 +37,6 @@ async fn total(env: &Env) -> i64 {
     get_count(&mut redis().await, &env.total_key()).await
 }
 
-/// Waits until at least `at_least` events are applied, looking every 2 ms on
-/// one connection: at full speed a consumer applies a batch of up to 2 000
-/// events every few ms, and `wait_for_total`'s 100 ms look let it run from a
-/// kill point to the end of a 20 000-event run before the kill came.
-async fn wait_for_total_closely(env: &Env, at_least: i64, within: Duration) {
-    let mut connection = redis().await;
-    let deadline = std::time::Instant::now() + within;
-    while get_count(&mut connection, &env.total_key()).await < at_least {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "timed out waiting for {at_least} events applied"
-        );
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
-}
-
 #[tokio::test]
 async fn sigterm_mid_run_exits_zero_with_offsets_committed() {
     stop_mid_run_with("TERM").await;
@@ -151,7 +135,7 @@ async fn crash_run(extra_env: &[(&str, &str)]) {
     let mut child = env.spawn_counting_with(free_port(), extra_env);
     let mut killed_at = Vec::new();
     for point in kill_points {
-        wait_for_total_closely(&env, point, Duration::from_secs(300)).await;
+        wait_for_total(&env, point, Duration::from_secs(300)).await;
         child.0.kill().expect("kill -9");
         let _ = child.0.wait();
         killed_at.push(total(&env).await);
