@@ -55,10 +55,13 @@ run=0
 for arg in "$@"; do
     run=$((run + 1))
     label=${arg%%=*} bin=${arg#*=}
-    # Builds from before #16's report know only the bare raw record (no headers).
-    bare=
-    if grep -q raw-publish-bare <<<"$("$bin" instructions --help)"; then bare=raw-publish-bare; fi
-    for group in "raw-publish raw-consume $bare" "publish pipeline"; do
+    # Builds from before #16's report know only the bare raw record (no
+    # headers), and older ones no one-callback producer: their phases only.
+    extras=
+    for phase in raw-publish-bare raw-publish-callback; do
+        if grep -q "$phase" <<<"$("$bin" instructions --help)"; then extras="$extras $phase"; fi
+    done
+    for group in "raw-publish raw-consume $extras" "publish pipeline"; do
         read -r publish consume extra <<<"$group"
         declare -A counts=()
         for n in "$N1" "$N2"; do
@@ -68,9 +71,9 @@ for arg in "$@"; do
             "$bin" instructions "${STACK_ARGS[@]}" --phase prepare --prefix "$prefix.c." --events "$n" >/dev/null
             counts[$publish-$n]=$(measure "$bin" "$publish" "$prefix.p." "$n")
             counts[$consume-$n]=$(measure "$bin" "$consume" "$prefix.c." "$n")
-            if [ -n "$extra" ]; then
-                counts[$extra-$n]=$(measure "$bin" "$extra" "$prefix.p." "$n")
-            fi
+            for phase in $extra; do
+                counts[$phase-$n]=$(measure "$bin" "$phase" "$prefix.p." "$n")
+            done
         done
         for phase in "$publish" "$consume" $extra; do
             a=${counts[$phase-$N1]} b=${counts[$phase-$N2]}

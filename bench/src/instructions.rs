@@ -36,6 +36,9 @@ pub enum Phase {
     RawPublish,
     /// The same without headers (the baseline before #16's report).
     RawPublishBare,
+    /// Plain rdkafka sends the record with the four headers through one
+    /// delivery callback (a `ThreadedProducer`) instead of a future per record.
+    RawPublishCallback,
     /// The typed publisher sends the events.
     Publish,
     /// Plain rdkafka reads the raw topic (`prepare` first).
@@ -111,6 +114,12 @@ pub async fn run(
             let producer = perf::raw_producer(&stack.kafka.client_config()?)?;
             let sent = perf::run_raw(&producer, &raw_topic, &record, &options(events)).await?;
             anyhow::ensure!(sent.errors == 0, "raw publish: {} errors", sent.errors);
+        }
+        Phase::RawPublishCallback => {
+            let publisher = publisher(stack, prefix)?;
+            let record = raw_record(&publisher).await?;
+            let failed = raw::publish_with_one_callback(&stack.kafka, &raw_topic, &record, events)?;
+            anyhow::ensure!(failed == 0, "raw publish (one callback): {failed} errors");
         }
         Phase::Publish => {
             let publisher = publisher(stack, prefix)?;

@@ -56,3 +56,87 @@ pub async fn consume(
         Err(e) => Err(e.into()),
     }
 }
+
+/// Counts delivery reports in one callback: what a producer without a
+/// future per record pays for them (#16's "one delivery callback" lever).
+#[derive(Default)]
+pub struct DeliveryCounter {
+    delivered: std::sync::atomic::AtomicU64,
+    failed: std::sync::atomic::AtomicU64,
+}
+
+impl rdkafka::ClientContext for DeliveryCounter {}
+
+impl rdkafka::producer::ProducerContext for DeliveryCounter {
+    type DeliveryOpaque = ();
+
+    fn delivery(&self, report: &rdkafka::message::DeliveryResult<'_>, _: ()) {
+        let counter = if report.is_ok() {
+            &self.delivered
+        } else {
+            &self.failed
+        };
+        counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// Sends `records` copies of `record` (its payload and headers, keys spread
+/// as the perf run spreads them) through a `ThreadedProducer` whose delivery
+/// reports all go to one callback, and waits for every report. Returns the
+/// number of failed deliveries.
+pub fn publish_with_one_callback(
+    kafka: &KafkaArgs,
+    topic: &str,
+    record: &opal_producers::WireRecord,
+    records: u64,
+) -> anyhow::Result<u64> {
+    use rdkafka::message::{Header, OwnedHeaders};
+    use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
+    use std::sync::atomic::Ordering;
+    use std::time::Duration;
+
+    let mut config = kafka.client_config()?;
+    config
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("linger.ms", "5");
+    let producer: ThreadedProducer<DeliveryCounter> =
+        config.create_with_context(DeliveryCounter::default())?;
+    let keys: Vec<String> = (0..1024).map(|i| format!("key-{i}")).collect();
+    for i in 0..records {
+        let headers = record.headers.iter().fold(
+            OwnedHeaders::new_with_capacity(record.headers.len()),
+            |headers, (key, value)| {
+                headers.insert(Header {
+                    key,
+                    value: Some(value),
+                })
+            },
+        );
+        let mut next = BaseRecord::to(topic)
+            .key(&keys[(i % 1024) as usize])
+            .payload(&record.payload)
+            .headers(headers);
+        loop {
+            match producer.send(next) {
+                Ok(()) => break,
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                    next = back;
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                Err((e, _)) => return Err(e.into()),
+            }
+        }
+    }
+    producer.flush(Duration::from_secs(60))?;
+    let context = producer.context();
+    let (delivered, failed) = (
+        context.delivered.load(Ordering::Relaxed),
+        context.failed.load(Ordering::Relaxed),
+    );
+    anyhow::ensure!(
+        delivered + failed == records,
+        "{delivered} delivered and {failed} failed of {records}"
+    );
+    Ok(failed)
+}
