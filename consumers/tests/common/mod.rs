@@ -491,6 +491,22 @@ pub async fn get_count(connection: &mut redis::aio::MultiplexedConnection, key: 
         .unwrap_or(0)
 }
 
+/// The sequence numbers (`content_hash`es) the counting consumer applied for
+/// knowledge key `key`, in order.
+pub async fn applied_order(
+    env: &Env,
+    redis: &mut redis::aio::MultiplexedConnection,
+    key: &str,
+) -> Vec<String> {
+    redis::cmd("LRANGE")
+        .arg(format!("{}:order:{key}", env.count_prefix))
+        .arg(0)
+        .arg(-1)
+        .query_async(redis)
+        .await
+        .expect("LRANGE")
+}
+
 /// Every event's counter, in the order of `ids`.
 pub async fn counts(
     connection: &mut redis::aio::MultiplexedConnection,
