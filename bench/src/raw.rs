@@ -90,7 +90,6 @@ pub fn publish_with_one_callback(
     record: &opal_producers::WireRecord,
     records: u64,
 ) -> anyhow::Result<u64> {
-    use rdkafka::message::{Header, OwnedHeaders};
     use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
     use std::sync::atomic::Ordering;
     use std::time::Duration;
@@ -104,19 +103,12 @@ pub fn publish_with_one_callback(
         config.create_with_context(DeliveryCounter::default())?;
     let keys: Vec<String> = (0..1024).map(|i| format!("key-{i}")).collect();
     for i in 0..records {
-        let headers = record.headers.iter().fold(
-            OwnedHeaders::new_with_capacity(record.headers.len()),
-            |headers, (key, value)| {
-                headers.insert(Header {
-                    key,
-                    value: Some(value),
-                })
-            },
-        );
         let mut next = BaseRecord::to(topic)
             .key(&keys[(i % 1024) as usize])
-            .payload(&record.payload)
-            .headers(headers);
+            .payload(&record.payload);
+        if let Some(headers) = record.kafka_headers() {
+            next = next.headers(headers);
+        }
         loop {
             match producer.send(next) {
                 Ok(()) => break,

@@ -11,7 +11,6 @@ use opal_schemas::samples::default_example;
 use opal_schemas::{Event, EventType};
 use rdkafka::ClientConfig;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::util::Timeout;
 use serde::Serialize;
@@ -210,16 +209,7 @@ pub async fn run_raw(
         let mut future_record = FutureRecord::to(topic)
             .key(&keys[(i % KEYS) as usize])
             .payload(payload);
-        if !record.headers.is_empty() {
-            let headers = record.headers.iter().fold(
-                OwnedHeaders::new_with_capacity(record.headers.len()),
-                |headers, (key, value)| {
-                    headers.insert(Header {
-                        key,
-                        value: Some(value),
-                    })
-                },
-            );
+        if let Some(headers) = record.kafka_headers() {
             future_record = future_record.headers(headers);
         }
         let delivery = loop {

@@ -99,6 +99,23 @@ pub struct WireRecord {
 }
 
 impl WireRecord {
+    /// The headers as rdkafka takes them, built anew for each record as the
+    /// publisher builds its own; `None` for a bare record.
+    pub fn kafka_headers(&self) -> Option<OwnedHeaders> {
+        if self.headers.is_empty() {
+            return None;
+        }
+        Some(self.headers.iter().fold(
+            OwnedHeaders::new_with_capacity(self.headers.len()),
+            |headers, (key, value)| {
+                headers.insert(Header {
+                    key,
+                    value: Some(value),
+                })
+            },
+        ))
+    }
+
     /// The same record without headers.
     pub fn bare(mut self) -> Self {
         self.headers.clear();
