@@ -306,8 +306,13 @@ fn redis_cost_markdown(latest: &Latest, out: &mut String) {
             .unwrap_or_default();
         let _ = writeln!(
             out,
-            "- {}: **{per_event:.2} µs per event** in the pipeline, over all rounds ({rounds} in turn; Redis alone caps it at {}); bare `SET` from an empty keyspace, as the first round starts: {} µs per key (caps any such design at {}); plain consume: {plain:.0}/s.",
+            "- {}: **{per_event:.2} µs per event** in the pipeline, over all rounds ({rounds} in turn, {}; Redis alone caps it at {}); bare `SET` into an empty database: {} µs per key (caps any such design at {}); plain consume: {plain:.0}/s.",
             r["broker"].as_str().unwrap_or("?"),
+            if consume["redis_emptied_each_round"].as_bool() == Some(true) {
+                "each from an empty Redis"
+            } else {
+                "each among the keys of the rounds before"
+            },
             cap(per_event),
             shown(floor, 2),
             if floor.is_nan() {

@@ -70,6 +70,15 @@ pub struct RunOptions {
     /// had not run, which raised both sides' tails. 0 skips it.
     #[arg(long, default_value_t = 5)]
     pub latency_warmup_secs: u64,
+    /// Empties the Redis at REDIS_URL (FLUSHALL, then a rewrite of its
+    /// append-only file) before each throughput round's pipeline half, so
+    /// every round meets an empty Redis, as a build run first on a fresh
+    /// stack does: without it, later rounds met the keys of the rounds and
+    /// builds before them (Redis's CPU per event rose from 5.0 to 8.6 µs over
+    /// one run's three rounds). It destroys everything in that Redis:
+    /// `scripts/bench.sh` passes it for the benchmark's own Redis.
+    #[arg(long)]
+    pub empty_redis_each_round: bool,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -99,9 +108,12 @@ pub struct Consume {
     /// Redis's CPU (µs) per event while the pipeline read, over all rounds:
     /// what bounds the pipeline's events/s (it and Redis share the cores).
     pub redis_cpu_us_per_event: f64,
-    /// The same for each round, in order: the first starts from an empty
-    /// keyspace, later ones from the keys of the rounds before.
+    /// The same for each round, in order: each starts from an empty Redis
+    /// with `--empty-redis-each-round`, else from the keys of the rounds
+    /// before.
     pub redis_cpu_us_per_event_rounds: Vec<f64>,
+    /// Whether each round started from an empty Redis (`--empty-redis-each-round`).
+    pub redis_emptied_each_round: bool,
     /// Redis's CPU (µs) per key for bare pipelined `SET key done EX` on the
     /// same Redis, from an empty keyspace ([`crate::redis_cost::floor`]): the
     /// least any design with a durable key per event costs it.
@@ -377,6 +389,9 @@ pub async fn run(options: &RunOptions) -> anyhow::Result<RunResult> {
 
         let pipe_recorder = Arc::new(Recorder::default());
         let pipe_cancel = cancel.child_token();
+        if options.empty_redis_each_round {
+            redis_cost::empty(&mut redis).await?;
+        }
         let redis_cpu_before = redis_cost::cpu_seconds(&mut redis).await?;
         let pipeline = pipeline::start(
             args.clone(),
@@ -503,6 +518,7 @@ pub async fn run(options: &RunOptions) -> anyhow::Result<RunResult> {
             events_per_batch: f64::from(rounds) * n as f64 / f64::max(batches, 1.0),
             redis_cpu_us_per_event: redis_cpu.iter().sum::<f64>() / redis_cpu.len().max(1) as f64,
             redis_cpu_us_per_event_rounds: redis_cpu,
+            redis_emptied_each_round: options.empty_redis_each_round,
             redis_floor_us_per_key: redis_floor,
         },
         latency,
