@@ -70,6 +70,12 @@ impl<'c> Item<'c> {
         }
     }
 
+    /// The record, its decoding dropped: for records taken but not leased
+    /// that go back to being collected.
+    pub(super) fn into_message(self) -> BorrowedMessage<'c> {
+        self.message
+    }
+
     /// The decoded event's id (its idempotency key); None until decoded.
     pub(super) fn event_id(&self) -> Option<&str> {
         Some(self.event.as_ref()?.envelope().event_id.as_str())
@@ -171,27 +177,18 @@ impl<H: Handler> Runtime<H> {
     }
 
     /// Prepares a batch taken ahead while the batch before it settles (a
-    /// backlog): decodes what decodes without the registry (the rest waits
-    /// for the batch's own decode step) and leases the decoded events in one
-    /// round trip, sent while the other batch waits for Redis. Nothing is
-    /// handled: that waits until the batch before is settled, so each
-    /// partition's events still apply in order. A failed lease is left to the
-    /// batch's own first round, which meets the failure again.
+    /// backlog): decodes what is not decoded yet ([`Runtime::decode_ahead`])
+    /// and leases the decoded events in one round trip, sent while the other
+    /// batch waits for Redis. Nothing is handled: that waits until the batch
+    /// before is settled, so each partition's events still apply in order. A
+    /// failed lease is left to the batch's own first round, which meets the
+    /// failure again.
     pub(super) async fn prepare(&self, items: &mut [Item<'_>]) {
-        // In one go, without yielding: the batch beside it has just sent its
-        // Redis command, which takes longer than this, and a yield lets the
-        // task move to another thread (its allocations then freed across
-        // threads cost more than the yield saves).
-        for item in items.iter_mut() {
-            let payload = item.message.payload().unwrap_or_default();
-            // A record that fails here fails again in `decode`, which settles it.
-            if let Some(Ok(event)) = self.codec.decode_cached(payload).map(checked) {
-                item.event = Some(event);
-            }
-        }
+        self.decode_ahead(items);
         let (indices, ids): (Vec<usize>, Vec<&str>) = items
             .iter()
             .enumerate()
+            .filter(|(_, item)| item.lease.is_none())
             .filter_map(|(i, item)| Some((i, item.event_id()?)))
             .unzip();
         if ids.is_empty() {
@@ -201,6 +198,22 @@ impl<H: Handler> Runtime<H> {
         if let Ok(leases) = self.idempotency.lease(&ids).await {
             for (i, lease) in indices.into_iter().zip(leases) {
                 items[i].lease = Some(lease);
+            }
+        }
+    }
+
+    /// Decodes the records of a batch taken ahead that decode without the
+    /// registry and are not decoded yet; the rest wait for the batch's own
+    /// decode step. In one go, without yielding: a batch beside it has just
+    /// sent its Redis command, which takes longer than this, and a yield
+    /// lets the task move to another thread (its allocations then freed
+    /// across threads cost more than the yield saves).
+    pub(super) fn decode_ahead(&self, items: &mut [Item<'_>]) {
+        for item in items.iter_mut().filter(|item| item.event.is_none()) {
+            let payload = item.message.payload().unwrap_or_default();
+            // A record that fails here fails again in `decode`, which settles it.
+            if let Some(Ok(event)) = self.codec.decode_cached(payload).map(checked) {
+                item.event = Some(event);
             }
         }
     }

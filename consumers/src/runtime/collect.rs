@@ -10,7 +10,9 @@
 //! it is settled, and whoever owns its partitions next finds its events
 //! leased, then done. It precedes anything taken after it from the same
 //! partition, so what is dropped is always a partition's tail and no stored
-//! offset passes a dropped record.
+//! offset passes a dropped record. Under a deep backlog the records behind
+//! it are collected while the batch before it waits for Redis, once it is
+//! leased (the same rule: only what that poll took is dropped).
 
 use std::collections::HashSet;
 use std::time::Duration;

@@ -64,11 +64,13 @@ impl ClientContext for RuntimeContext {
 
 impl ConsumerContext for RuntimeContext {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        // Batches are processed between polls, so none is being processed
-        // here: commit what is stored before the partitions go. (A batch being
-        // collected drops what it took before this, see `revocations`; a batch
-        // prepared ahead is processed after, and the partitions' next owner
-        // finds its events leased, then done.)
+        // Commit what is stored before the partitions go: offsets are stored
+        // only once their batch is settled, so this covers no unsettled record
+        // even when the poll comes while a batch waits for Redis (the one
+        // behind a deep backlog's batch ahead is taken then). A batch being
+        // collected drops what it took before this, see `revocations`; the
+        // batch in hand and the one prepared ahead are processed after, and
+        // the partitions' next owner finds their events leased, then done.
         if let Rebalance::Revoke(partitions) = rebalance {
             self.revoked
                 .lock()

@@ -15,7 +15,10 @@
 //! rewound to that event and resumed a moment later, while the others go on.
 //! Under a backlog (a full batch) the next batch is taken before this one
 //! starts and is decoded and leased while this one waits for Redis; it is
-//! handled only once this one is settled.
+//! handled only once this one is settled. Under a deeper backlog (that one
+//! full too) its lease goes out first, and the batch behind it is taken and
+//! decoded while this one's apply is in Redis, so Redis always has the next
+//! round trip waiting.
 //!
 //! One concept per file: [`context`] (librdkafka callbacks), [`collect`]
 //! (taking a batch, revocations meanwhile), [`batch`] (the batch state machine), [`handle`] (one partition's events through the
@@ -39,6 +42,7 @@ mod topics;
 mod waits;
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -254,20 +258,41 @@ impl<H: Handler> Runtime<H> {
         let batch_wait = Duration::from_micros(self.args.batch_wait_us);
         // A batch taken ahead and prepared while the last one settled.
         let mut ahead: Vec<Item<'_>> = Vec::new();
+        // Records taken behind `ahead` while the batch before it settled (a
+        // deep backlog), decoded, not leased: they come next, before anything
+        // a later poll takes. Only a revocation or a park drops them.
+        let mut behind: Vec<Item<'_>> = Vec::new();
+        // The client failed for good while `behind` was being taken: the
+        // batch ahead, already leased, is processed first.
+        let mut fatal_behind = None;
         // The drain timeout runs once from shutdown, across the batch in
         // hand and the one taken ahead.
         let drain_deadline = OnceLock::new();
         loop {
             let stopping = self.cancel.is_cancelled();
+            if stopping {
+                // Only what is leased is finished: what was taken behind it
+                // was never stored, and is fetched again by the next owner.
+                behind.clear();
+            }
+            if let Some(reason) = fatal_behind.take() {
+                behind.clear();
+                fatal = Some(reason);
+            }
             if stopping && ahead.is_empty() {
                 break;
             }
             // Records stay borrowed from the client (no copy) until their batch is done.
             let mut fresh = Vec::new();
+            if ahead.is_empty() {
+                // Everything taken ahead was parked: what was taken behind it
+                // comes first, as if just collected (it was never leased).
+                fresh = behind.drain(..).map(Item::into_message).collect();
+            }
             // A batch taken ahead is processed as it was leased: more records
             // would need a lease round trip of their own. On shutdown it is
             // finished, and nothing more is taken.
-            if ahead.is_empty() {
+            if ahead.is_empty() && fresh.is_empty() && fatal.is_none() {
                 let first = tokio::select! {
                     _ = self.cancel.cancelled() => break,
                     message = self.consumer.recv() => message,
@@ -285,15 +310,19 @@ impl<H: Handler> Runtime<H> {
             }
             let mut watch = RevocationWatch::start(self.consumer.context());
             if ahead.is_empty()
+                && fatal.is_none()
                 && let Collected::Fatal(reason) =
                     self.collect(&mut fresh, None, &mut watch, batch_wait).await
             {
                 fatal = Some(reason);
             }
-            // A full batch means a backlog: take the next one now, and
-            // decode and lease it while this one settles.
+            // A full batch means a backlog: take the next one now (unless it
+            // was taken behind the last), and decode and lease it while this
+            // one settles.
+            let mut next: Vec<Item<'_>> = std::mem::take(&mut behind);
             let mut taken = Vec::new();
-            if !stopping
+            if next.is_empty()
+                && !stopping
                 && fatal.is_none()
                 && ahead.len() + fresh.len() >= self.args.max_batch
                 && let Collected::Fatal(reason) = self
@@ -303,12 +332,12 @@ impl<H: Handler> Runtime<H> {
                 fatal = Some(reason);
                 taken.clear();
             }
+            next.extend(taken.into_iter().map(Item::new));
             let mut batch: Vec<Item<'_>> = if ahead.is_empty() {
                 fresh.into_iter().map(Item::new).collect()
             } else {
                 std::mem::take(&mut ahead)
             };
-            let mut next: Vec<Item<'_>> = taken.into_iter().map(Item::new).collect();
             if batch.is_empty() {
                 ahead = next;
                 if fatal.is_some() {
@@ -325,21 +354,53 @@ impl<H: Handler> Runtime<H> {
                     .get_or_init(|| tokio::time::Instant::now() + self.args.drain_timeout());
                 tokio::time::sleep_until(deadline).await;
             };
+            // A deep backlog (the batch ahead full too): the one behind it is
+            // taken and decoded while this one waits for Redis, so the next
+            // round trips go out at once. Only while this batch is unsettled,
+            // i.e. before it parks a partition: what it parks is then dropped
+            // from `behind` as from `next`, taken before the rewind.
+            let take_behind = !stopping && fatal.is_none() && next.len() >= self.args.max_batch;
+            let settled = AtomicBool::new(false);
+            let mut taken_behind: Vec<Item<'_>> = Vec::new();
+            let process = async {
+                let processed = self.process_batch(&mut batch, started).await;
+                settled.store(true, Ordering::Relaxed);
+                processed
+            };
+            let prepare = async {
+                self.prepare(&mut next).await;
+                if take_behind && !settled.load(Ordering::Relaxed) && !self.cancel.is_cancelled() {
+                    // `next` is leased by now: a revocation during this poll
+                    // drops only what this poll took (see `collect`).
+                    let mut watch = RevocationWatch::start(self.consumer.context());
+                    let mut messages = Vec::new();
+                    let collected = self
+                        .collect(&mut messages, None, &mut watch, Duration::ZERO)
+                        .await;
+                    match collected {
+                        Collected::Done => {
+                            taken_behind = messages.into_iter().map(Item::new).collect();
+                            self.decode_ahead(&mut taken_behind);
+                        }
+                        Collected::Fatal(reason) => fatal_behind = Some(reason),
+                    }
+                }
+            };
             tokio::select! {
-                (processed, ()) = futures::future::join(
-                    self.process_batch(&mut batch, started),
-                    self.prepare(&mut next),
-                ) => match processed {
+                ((), processed) = futures::future::join(prepare, process) => match processed {
                     Ok(parked) => {
                         // A parked partition was rewound: what was taken ahead
                         // from it comes again after the parked record.
                         if !parked.is_empty() {
-                            next.retain(|item| {
+                            let unparked = |item: &Item<'_>| {
                                 let m = &item.message;
                                 !parked.contains(&(m.topic().to_owned(), m.partition()))
-                            });
+                            };
+                            next.retain(unparked);
+                            taken_behind.retain(unparked);
                         }
                         ahead = next;
+                        behind = taken_behind;
                     }
                     // Abandoned (shutdown came while the batch waited): what
                     // was taken after it is not processed either, or its
