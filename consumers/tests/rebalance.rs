@@ -48,7 +48,10 @@ impl Holds {
 
 /// The counting handler, holding the events in `holds` until the test lets
 /// each go: the batch in hand cannot settle meanwhile, and the run loop,
-/// waiting for it, does not poll the client, so a rebalance waits too.
+/// waiting for it, does not poll the client (its one poll beside a batch,
+/// for the records behind the batch ahead, comes as soon as the batch
+/// ahead's lease is back, before the second instance joins), so a rebalance
+/// waits too.
 struct Holding {
     inner: CountingHandler,
     holds: Arc<Holds>,
@@ -183,7 +186,9 @@ async fn instance<H: Handler>(
 /// - the first instance is held on an event of its second batch until the
 ///   group is rebalancing and it has heard so (see `HEARTBEAT`): it cannot
 ///   poll meanwhile, so the revocation comes at its next poll, the
-///   look-ahead's, with the batch ahead leased;
+///   look-ahead's, with the batch ahead leased (under this backlog, the poll
+///   taking the records behind the batch ahead, once its lease is back: two
+///   batches are leased ahead then);
 /// - it is held again on the first event of that batch until the second
 ///   instance has met the leases (its lease round trips).
 #[tokio::test]
