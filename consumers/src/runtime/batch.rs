@@ -188,7 +188,6 @@ impl<H: Handler> Runtime<H> {
         let (indices, ids): (Vec<usize>, Vec<&str>) = items
             .iter()
             .enumerate()
-            .filter(|(_, item)| item.lease.is_none())
             .filter_map(|(i, item)| Some((i, item.event_id()?)))
             .unzip();
         if ids.is_empty() {
