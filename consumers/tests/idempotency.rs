@@ -168,6 +168,52 @@ async fn a_batch_mixing_events_with_and_without_state_changes_applies_each() {
     }
 }
 
+/// Only events with state changes carry arguments (their position in the
+/// batch, then their commands), so each must find its own commands wherever
+/// it sits: first, last, next to another one, after events without any.
+#[tokio::test]
+async fn state_changes_reach_their_own_event_wherever_it_sits_in_the_batch() {
+    let prefix = unique("idem-positions.");
+    let (a, _, mut redis) = two_instances(&prefix).await;
+    let (counter, names) = (format!("{prefix}counter"), format!("{prefix}names"));
+    let none = Effects::none();
+    let changes = |id: &str, by: i64| {
+        Effects::none()
+            .op(StateOp::cmd("INCRBY").arg(&counter).arg(by))
+            .op(StateOp::cmd("HSET").arg(&names).arg(id).arg(by))
+    };
+    let (e1, e3, e4, e7) = (
+        changes("e1", 1),
+        changes("e3", 10),
+        changes("e4", 100),
+        changes("e7", 1000),
+    );
+    let items = [
+        ("e1", &e1),
+        ("e2", &none),
+        ("e3", &e3),
+        ("e4", &e4),
+        ("e5", &none),
+        ("e6", &none),
+        ("e7", &e7),
+    ];
+    let ids: Vec<&str> = items.iter().map(|(id, _)| *id).collect();
+
+    assert_eq!(a.lease(&ids).await.unwrap(), vec![Lease::Acquired; 7]);
+    assert_eq!(applied(&a, &items).await, vec![Ok(Applied::Applied); 7]);
+    let total: i64 = redis.get(&counter).await.unwrap();
+    assert_eq!(total, 1111);
+    let written: std::collections::BTreeMap<String, i64> = redis.hgetall(&names).await.unwrap();
+    let expected = [("e1", 1), ("e3", 10), ("e4", 100), ("e7", 1000)]
+        .map(|(id, by)| (id.to_owned(), by))
+        .into();
+    assert_eq!(written, expected);
+    for id in ids {
+        let mark: String = redis.get(key(&prefix, id)).await.unwrap();
+        assert_eq!(mark, "done", "{id}");
+    }
+}
+
 #[tokio::test]
 async fn after_a_refused_event_the_rest_of_the_batch_waits_with_its_leases_kept() {
     let prefix = unique("idem-refused.");
