@@ -279,20 +279,16 @@ impl Idempotency {
     /// caller's arguments. Built on `Cmd` rather than redis'
     /// `ScriptInvocation`, which copies every key and argument into an
     /// allocation of its own and then again into the command. Sized up front
-    /// for the keys and `per_key` short arguments each: grown as it is
-    /// written, a 2 000-key command's buffer is copied a dozen times.
+    /// for the keys: grown as it is written, a 2 000-key command's buffer is
+    /// copied a dozen times.
     fn script_cmd<'a>(
         &self,
         script: &Script,
         event_ids: impl ExactSizeIterator<Item = &'a str>,
-        per_key: usize,
     ) -> Cmd {
         let keys = event_ids.len();
-        // Event ids are UUIDs (36 bytes); a short argument, a few bytes.
-        let mut cmd = Cmd::with_capacity(
-            keys * (1 + per_key) + 8,
-            keys * (self.prefix.len() + 36 + 4 * per_key) + 128,
-        );
+        // Event ids are UUIDs (36 bytes).
+        let mut cmd = Cmd::with_capacity(keys + 8, keys * (self.prefix.len() + 36) + 128);
         cmd.arg("EVALSHA").arg(script.get_hash()).arg(keys);
         for id in event_ids {
             self.write_key(&mut cmd, id);
@@ -327,7 +323,7 @@ impl Idempotency {
         if event_ids.is_empty() {
             return Ok(Vec::new());
         }
-        let mut cmd = self.script_cmd(&self.lease_script, event_ids.iter().copied(), 0);
+        let mut cmd = self.script_cmd(&self.lease_script, event_ids.iter().copied());
         cmd.arg(&self.token).arg(self.lease.as_millis() as u64);
         let replies: Vec<u8> = self.run_script(LEASE, &cmd).await?;
         Ok(replies
@@ -348,7 +344,7 @@ impl Idempotency {
         if event_ids.is_empty() {
             return Ok(0);
         }
-        let mut cmd = self.script_cmd(&self.release_script, event_ids.iter().copied(), 0);
+        let mut cmd = self.script_cmd(&self.release_script, event_ids.iter().copied());
         cmd.arg(&self.token);
         self.run_script(RELEASE, &cmd).await
     }
@@ -363,7 +359,7 @@ impl Idempotency {
         if items.is_empty() {
             return Ok(Vec::new());
         }
-        let mut cmd = self.script_cmd(&self.apply_script, items.iter().map(|(id, _)| *id), 0);
+        let mut cmd = self.script_cmd(&self.apply_script, items.iter().map(|(id, _)| *id));
         cmd.arg(&self.token)
             .arg(self.done_ttl.as_secs().max(1))
             .arg(self.lease.as_millis() as u64);
