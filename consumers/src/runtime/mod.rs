@@ -23,7 +23,7 @@
 //! One concept per file: [`context`] (librdkafka callbacks), [`collect`]
 //! (taking a batch, revocations meanwhile), [`batch`] (the batch state machine), [`handle`] (one partition's events through the
 //! handler), [`emit`] (emitted events and their derived ids), [`connect`]
-//! (Redis at start-up), [`waits`]
+//! (Redis at start-up), [`member`] (the consumer's librdkafka settings), [`waits`]
 //! (pausing for a dependency), [`release`] (leases given back at
 //! shutdown), [`topics`] (start-up checks and partition
 //! counts), [`health_checks`] (the dependency probes behind readiness).
@@ -36,6 +36,7 @@ mod dead_letters;
 mod emit;
 mod handle;
 mod health_checks;
+mod member;
 mod park;
 mod release;
 mod topics;
@@ -50,7 +51,6 @@ use anyhow::Context;
 use opal_producers::{Publisher, PublisherConfig};
 use opal_schemas::Codec;
 use rdkafka::Message;
-use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::types::RDKafkaErrorCode;
 use tokio_util::sync::CancellationToken;
@@ -73,6 +73,7 @@ pub use emit::derived_event_id;
 
 use connect::connect_redis;
 use health_checks::health_checks;
+use member::member_config;
 use topics::check_topics;
 
 pub struct Runtime<H: Handler> {
@@ -148,18 +149,7 @@ impl<H: Handler> Runtime<H> {
         );
 
         let kafka = args.kafka.client_config()?;
-        let mut consumer_config: ClientConfig = kafka.clone();
-        consumer_config
-            .set("group.id", &group)
-            .set("enable.auto.commit", "true")
-            .set("auto.commit.interval.ms", "1000")
-            .set("enable.auto.offset.store", "false")
-            .set("auto.offset.reset", "earliest")
-            .set("session.timeout.ms", args.session_timeout_ms.to_string())
-            .set("statistics.interval.ms", "5000");
-        if let Some(instance) = &args.group_instance_id {
-            consumer_config.set("group.instance.id", instance);
-        }
+        let consumer_config = member_config(&kafka, &args, &group);
         let context = RuntimeContext {
             name: handler.name().to_owned(),
             metrics: metrics.clone(),
