@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 
 use counting::*;
 use opal_e2e::private_cluster::{NODES, PrivateCluster};
+use opal_e2e::probe::free_port;
 use opal_e2e::{kafka_tool, registry_url, unique, workspace_bin};
 use publishing::*;
 use rdkafka::ClientConfig;

@@ -1,5 +1,5 @@
 //! Talking to the binaries under test from outside: a free port for their
-//! HTTP server, a plain GET on it, their combined output as text, and the
+//! HTTP server, a plain GET on it, their metrics, their combined output as text, and the
 //! stack's SASL_SSL listener with its credentials.
 
 use std::io::{Read, Write};
@@ -34,10 +34,21 @@ pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
 
 /// Events a consumer processed, from its `/metrics` text.
 pub fn processed(metrics: &str) -> f64 {
-    metrics
-        .lines()
+    metric(
+        metrics,
+        "opal_events_consumed_total",
+        &[("outcome", "processed")],
+    )
+}
+
+/// The sum of metric `name`'s samples carrying every label in `labels`, from Prometheus text.
+pub fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with(&format!("{name}{{")) || l.starts_with(&format!("{name} ")))
         .filter(|l| {
-            l.starts_with("opal_events_consumed_total{") && l.contains("outcome=\"processed\"")
+            labels
+                .iter()
+                .all(|(k, v)| l.contains(&format!("{k}=\"{v}\"")))
         })
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum()

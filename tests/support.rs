@@ -8,6 +8,7 @@ use std::process::Command;
 pub mod monitoring;
 pub mod private_cluster;
 pub mod probe;
+pub mod provision;
 
 /// Bootstrap brokers of the stack under test.
 pub fn brokers() -> String {

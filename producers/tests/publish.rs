@@ -5,14 +5,14 @@ use std::io::Write;
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
+use opal_e2e::provision::{provisioned_prefix, publisher};
 use opal_e2e::{brokers, registry_url, unique};
 use opal_producers::error::PublishError;
 use opal_producers::publisher::headers;
 use opal_producers::{Delivery, PublishMetrics, Publisher, PublisherConfig};
 use opal_schemas::samples::{current_version, default_example};
 use opal_schemas::{Environment, Event, EventType, now_millis};
-use opal_topics::provision::Target;
-use opal_topics::{Catalog, KafkaArgs};
+use opal_topics::KafkaArgs;
 use rdkafka::admin::{AdminClient, AdminOptions, AlterConfig, ResourceSpecifier};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer, StreamConsumer};
@@ -21,23 +21,8 @@ use rdkafka::message::{Headers, Message, OwnedMessage};
 
 const TIMEOUT: Duration = Duration::from_secs(20);
 
-/// A fresh prefix with every topic and schema provisioned.
 async fn provisioned() -> (PublisherConfig, String) {
-    let prefix = format!("{}.", unique("p"));
-    let mut config = PublisherConfig::local(&brokers(), &registry_url());
-    config.topic_prefix = prefix.clone();
-    let plan = Catalog::bundled()
-        .expect("catalog")
-        .plan(Environment::Development, &prefix);
-    let registry = config.registry.client(TIMEOUT).expect("client");
-    let target = Target::new(config.kafka.clone(), registry, TIMEOUT).expect("target");
-    target.init(&plan, false).await.expect("kafka-init");
-    (config, prefix)
-}
-
-fn publisher(config: &PublisherConfig) -> Publisher {
-    let metrics = PublishMetrics::new(&prometheus::Registry::new()).expect("metrics");
-    Publisher::new(config.clone(), metrics).expect("publisher")
+    provisioned_prefix("p", &brokers(), &registry_url()).await
 }
 
 fn total_records(topic: &str) -> i64 {

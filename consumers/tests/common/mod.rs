@@ -6,17 +6,18 @@
 pub mod apps;
 
 use std::future::Future;
-use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use opal_consumers::counting::CountingHandler;
 use opal_consumers::{Runtime, RuntimeArgs};
+// Re-exported for the tests' `use common::*`; not every test binary uses them.
+#[allow(unused_imports)]
+pub use opal_e2e::probe::{free_port, metric};
+use opal_e2e::provision::{provisioned_prefix, publisher};
 use opal_e2e::{brokers, redis_url, registry_url, unique};
-use opal_producers::{PublishMetrics, Publisher, PublisherConfig};
-use opal_schemas::Environment;
-use opal_topics::provision::Target;
-use opal_topics::{Catalog, KafkaArgs};
+use opal_producers::Publisher;
+use opal_topics::KafkaArgs;
 use rdkafka::Message;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
@@ -48,20 +49,8 @@ impl Env {
 
     /// As [`Env::new`], on the given broker and registry (a test's own).
     pub async fn on(brokers: &str, registry_url: &str) -> Env {
-        let prefix = format!("{}.", unique("c"));
+        let (config, prefix) = provisioned_prefix("c", brokers, registry_url).await;
         let group = unique("opal-test-group");
-        let mut config = PublisherConfig::local(brokers, registry_url);
-        config.topic_prefix = prefix.clone();
-        let plan = Catalog::bundled()
-            .expect("catalog")
-            .plan(Environment::Development, &prefix);
-        let target = Target::new(
-            config.kafka.clone(),
-            config.registry.client(TIMEOUT).expect("client"),
-            TIMEOUT,
-        )
-        .expect("target");
-        target.init(&plan, false).await.expect("kafka-init");
         create_dlq(&config.kafka, &prefix, &group).await;
         let mut args = RuntimeArgs::local(brokers, registry_url, &redis_url());
         args.topic_prefix = prefix.clone();
@@ -70,11 +59,7 @@ impl Env {
         args.retry_max_ms = 50;
         args.retry_attempts = 3;
         args.lease_ms = 2_000;
-        let publisher = Publisher::new(
-            config,
-            PublishMetrics::new(&prometheus::Registry::new()).expect("metrics"),
-        )
-        .expect("publisher");
+        let publisher = publisher(&config);
         let count_prefix = format!("opal:test:{}", unique("count"));
         Env {
             prefix,
@@ -702,14 +687,6 @@ pub fn header(message: &OwnedMessage, name: &str) -> Option<String> {
     opal_consumers::dlq::header_text(message, name)
 }
 
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .expect("port")
-        .local_addr()
-        .expect("addr")
-        .port()
-}
-
 pub fn signal(child: &Child, signal: &str) {
     let status = Command::new("kill")
         .args([&format!("-{signal}"), &child.id().to_string()])
@@ -723,19 +700,6 @@ pub async fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
     let response = reqwest::get(&url).await.ok()?;
     let status = response.status().as_u16();
     Some((status, response.text().await.ok()?))
-}
-
-/// The sum of metric `name`'s samples carrying every label in `labels`, from Prometheus text.
-pub fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
-    text.lines()
-        .filter(|l| l.starts_with(&format!("{name}{{")) || l.starts_with(&format!("{name} ")))
-        .filter(|l| {
-            labels
-                .iter()
-                .all(|(k, v)| l.contains(&format!("{k}=\"{v}\"")))
-        })
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
 }
 
 pub fn message_bytes(m: &OwnedMessage) -> (Option<Vec<u8>>, Option<Vec<u8>>) {

@@ -5,17 +5,18 @@
 
 #![allow(dead_code, unreachable_pub, clippy::unwrap_used)]
 
-use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::{SinkExt, StreamExt};
 use opal_e2e::{brokers, redis_url, registry_url, unique};
-use opal_producers::{PublishMetrics, Publisher, PublisherConfig};
-use opal_schemas::{Environment, Event, EventType};
-use opal_topics::Catalog;
-use opal_topics::provision::Target;
+// Re-exported for the tests; not every test binary uses both.
+#[allow(unused_imports)]
+pub use opal_e2e::probe::{free_port, metric};
+use opal_e2e::provision::{provisioned_prefix, publisher};
+use opal_producers::Publisher;
+use opal_schemas::{Event, EventType};
 use serde_json::Value;
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
@@ -35,24 +36,8 @@ pub struct Stack {
 
 impl Stack {
     pub async fn new() -> Stack {
-        let prefix = format!("{}.", unique("gw"));
-        let mut config = PublisherConfig::local(&brokers(), &registry_url());
-        config.topic_prefix = prefix.clone();
-        let plan = Catalog::bundled()
-            .expect("catalog")
-            .plan(Environment::Development, &prefix);
-        let target = Target::new(
-            config.kafka.clone(),
-            config.registry.client(TIMEOUT).expect("client"),
-            TIMEOUT,
-        )
-        .expect("target");
-        target.init(&plan, false).await.expect("kafka-init");
-        let publisher = Publisher::new(
-            config,
-            PublishMetrics::new(&prometheus::Registry::new()).expect("metrics"),
-        )
-        .expect("publisher");
+        let (config, prefix) = provisioned_prefix("gw", &brokers(), &registry_url()).await;
+        let publisher = publisher(&config);
         Stack {
             prefix,
             group: unique("opal-gateway-test"),
@@ -241,27 +226,6 @@ pub async fn drain(socket: &mut Socket, quiet: Duration) -> Vec<Value> {
         }
     }
     messages
-}
-
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .expect("port")
-        .local_addr()
-        .expect("addr")
-        .port()
-}
-
-/// The sum of metric `name`'s samples carrying every label in `labels`.
-pub fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
-    text.lines()
-        .filter(|l| l.starts_with(&format!("{name}{{")) || l.starts_with(&format!("{name} ")))
-        .filter(|l| {
-            labels
-                .iter()
-                .all(|(k, v)| l.contains(&format!("{k}=\"{v}\"")))
-        })
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
 }
 
 /// One POST a receiver got.
