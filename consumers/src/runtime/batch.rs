@@ -3,14 +3,14 @@
 //! failure on the way is classified by [`classify`]; a dependency that is
 //! down makes the batch wait where it stands, a transient failure costs the
 //! event one retry, anything else settles it as a dead letter. The
-//! dead-letter step is in `dead_letters.rs`, the rewinding of parked
-//! partitions in `park.rs`.
+//! decode step is in `decode.rs`, the dead-letter step in `dead_letters.rs`,
+//! the rewinding of parked partitions in `park.rs`.
 
 use std::collections::{BTreeMap, HashSet};
 use std::time::Instant;
 
 use futures::future::join_all;
-use opal_schemas::{CodecError, Decoded, Event, validate};
+use opal_schemas::Event;
 use rdkafka::consumer::Consumer;
 use rdkafka::message::{BorrowedMessage, Message};
 use tracing::debug;
@@ -34,20 +34,12 @@ pub(super) enum Outcome {
     Parked,
 }
 
-/// A decoded record's event if it is valid, else why not: the one rule for
-/// the batch's decode step and for the look-ahead's ([`Runtime::prepare`]).
-fn checked(decoded: Result<Decoded, CodecError>) -> Result<Event, ProcessingError> {
-    let event = decoded.map_err(ProcessingError::Decode)?.event;
-    validate(&event).map_err(ProcessingError::Validation)?;
-    Ok(event)
-}
-
 pub(super) struct Item<'c> {
     /// The record as read, borrowed from the client (copied only for the
     /// DLQ); its bytes go to the DLQ unchanged if it fails.
     pub(super) message: BorrowedMessage<'c>,
     /// The decoded, valid event; None until decoded, or if it could not be.
-    event: Option<Event>,
+    pub(super) event: Option<Event>,
     /// How it settled; None while it is still pending.
     pub(super) outcome: Option<Outcome>,
     /// Retries spent on transient failures (of the handler, of its state
@@ -108,7 +100,7 @@ struct Round {
 }
 
 impl<H: Handler> Runtime<H> {
-    /// Decodes, settles and dead-letters `items`, then stores their offsets.
+    /// Decodes (`decode.rs`), settles and dead-letters `items`, then stores their offsets.
     /// Returns the partitions it parked (rewound): records of theirs taken
     /// ahead must come again after the parked one, so the caller drops them.
     /// `Err(Abandoned)` when shutdown came while it waited: nothing stored.
@@ -197,78 +189,6 @@ impl<H: Handler> Runtime<H> {
         if let Ok(leases) = self.idempotency.lease(&ids).await {
             for (i, lease) in indices.into_iter().zip(leases) {
                 items[i].lease = Some(lease);
-            }
-        }
-    }
-
-    /// Decodes the records of a batch taken ahead that decode without the
-    /// registry and are not decoded yet; the rest wait for the batch's own
-    /// decode step. In one go, without yielding: a batch beside it has just
-    /// sent its Redis command, which takes longer than this, and a yield
-    /// lets the task move to another thread (its allocations then freed
-    /// across threads cost more than the yield saves).
-    pub(super) fn decode_ahead(&self, items: &mut [Item<'_>]) {
-        for item in items.iter_mut().filter(|item| item.event.is_none()) {
-            let payload = item.message.payload().unwrap_or_default();
-            // A record that fails here fails again in `decode`, which settles it.
-            if let Some(Ok(event)) = self.codec.decode_cached(payload).map(checked) {
-                item.event = Some(event);
-            }
-        }
-    }
-
-    /// Step 1: decode and validate every record; undecodable and invalid ones are settled as dead.
-    async fn decode(&self, items: &mut [Item<'_>]) -> Result<(), Abandoned> {
-        let mut attempt = 0;
-        loop {
-            let open: Vec<usize> = (0..items.len())
-                .filter(|i| items[*i].event.is_none() && items[*i].outcome.is_none())
-                .collect();
-            if open.is_empty() {
-                return Ok(());
-            }
-            // Records whose writer schema is known decode at once; the rest
-            // wait for the registry (one fetch per schema id).
-            let mut decoded = Vec::with_capacity(open.len());
-            let mut unknown = Vec::new();
-            for i in open {
-                let payload = items[i].message.payload().unwrap_or_default();
-                match self.codec.decode_cached(payload) {
-                    Some(result) => decoded.push((i, result)),
-                    None => unknown.push(i),
-                }
-            }
-            let fetched = join_all(unknown.iter().map(|i| {
-                let payload = items[*i].message.payload().unwrap_or_default();
-                self.codec.decode(payload)
-            }))
-            .await;
-            decoded.extend(unknown.into_iter().zip(fetched));
-            let mut down = None;
-            for (i, result) in decoded {
-                let error = match checked(result) {
-                    Ok(event) => {
-                        items[i].event = Some(event);
-                        continue;
-                    }
-                    Err(e) => e,
-                };
-                match classify(&error) {
-                    FailureClass::DependencyDown(dependency) => down = Some((dependency, error)),
-                    class => {
-                        items[i].outcome = Some(self.dead(&items[i], class, error.to_string(), 1))
-                    }
-                }
-            }
-            match down {
-                None => {
-                    self.dependency_back(Dependency::Registry);
-                    return Ok(());
-                }
-                Some((dependency, e)) => {
-                    attempt += 1;
-                    self.wait_for(dependency, &e, attempt).await?;
-                }
             }
         }
     }

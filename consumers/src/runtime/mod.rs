@@ -20,19 +20,23 @@
 //! decoded while this one's apply is in Redis, so Redis always has the next
 //! round trip waiting.
 //!
-//! One concept per file: [`context`] (librdkafka callbacks), [`collect`]
-//! (taking a batch, revocations meanwhile), [`batch`] (the batch state machine), [`handle`] (one partition's events through the
-//! handler), [`emit`] (emitted events and their derived ids), [`connect`]
-//! (Redis at start-up), [`member`] (the consumer's librdkafka settings), [`waits`]
-//! (pausing for a dependency), [`release`] (leases given back at
-//! shutdown), [`topics`] (start-up checks and partition
-//! counts), [`health_checks`] (the dependency probes behind readiness).
+//! One concept per file: [`context`] (librdkafka callbacks), [`member`] (the
+//! consumer's librdkafka settings), [`collect`] (taking a batch, revocations
+//! meanwhile), [`batch`] (the batch state machine), [`decode`] (its records
+//! decoded and validated), [`handle`] (one partition's events through the
+//! handler), [`emit`] (emitted events and their derived ids),
+//! [`dead_letters`], [`park`] (partitions waiting for another input),
+//! [`connect`] (Redis at start-up), [`waits`] (pausing for a dependency),
+//! [`release`] (leases given back at shutdown), [`topics`] (start-up checks
+//! and partition counts), [`health_checks`] (the dependency probes behind
+//! readiness).
 
 mod batch;
 mod collect;
 mod connect;
 mod context;
 mod dead_letters;
+mod decode;
 mod emit;
 mod handle;
 mod health_checks;
