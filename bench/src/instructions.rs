@@ -123,6 +123,12 @@ pub async fn run(
         }
         Phase::Publish => {
             let publisher = publisher(stack, prefix)?;
+            // The type's registry lookup first, as the raw phases make theirs
+            // building their record: a run pushes all its publishes before the
+            // lookup answers, so each would wait on it (two polls and a
+            // semaphore each, about 500 instructions per event that the
+            // difference of two runs does not cancel).
+            publisher.check(default_example(EVENT_TYPE)).await?;
             let sent = perf::run_typed(&publisher, &options(events)).await;
             anyhow::ensure!(sent.errors == 0, "publish: {} errors", sent.errors);
         }
