@@ -3,6 +3,8 @@
 //! Producers refuse an invalid event before it reaches Kafka; consumers send
 //! one that arrives anyway to the DLQ as *invalid*.
 
+use std::fmt::Display;
+
 use crate::catalog::Event;
 use crate::events::Envelope;
 
@@ -14,22 +16,27 @@ pub struct ValidationError {
     pub reason: String,
 }
 
-fn fail(field: &str, reason: impl Into<String>) -> Result<(), ValidationError> {
+/// Field names are `impl Display` so that a computed one
+/// (`format_args!("recommendations[{i}].category")`) is formatted only when
+/// the rule fails, not on every valid event.
+fn fail(field: impl Display, reason: impl Into<String>) -> Result<(), ValidationError> {
     Err(ValidationError {
-        field: field.to_owned(),
+        field: field.to_string(),
         reason: reason.into(),
     })
 }
 
-fn non_empty(field: &str, value: &str) -> Result<(), ValidationError> {
-    if value.trim().is_empty() {
+fn non_empty(field: impl Display, value: &str) -> Result<(), ValidationError> {
+    // Stops at the first character that is not whitespace; `trim` would
+    // scan from both ends (~50 instructions per field, four per publish).
+    if value.chars().all(char::is_whitespace) {
         fail(field, "must not be empty")
     } else {
         Ok(())
     }
 }
 
-fn unit_interval(field: &str, value: f64) -> Result<(), ValidationError> {
+fn unit_interval(field: impl Display, value: f64) -> Result<(), ValidationError> {
     if (0.0..=1.0).contains(&value) {
         Ok(())
     } else {
@@ -37,7 +44,7 @@ fn unit_interval(field: &str, value: f64) -> Result<(), ValidationError> {
     }
 }
 
-fn non_negative(field: &str, value: i64) -> Result<(), ValidationError> {
+fn non_negative(field: impl Display, value: i64) -> Result<(), ValidationError> {
     if value >= 0 {
         Ok(())
     } else {
@@ -87,8 +94,11 @@ pub fn validate(event: &Event) -> Result<(), ValidationError> {
             non_empty("decision_id", &e.decision_id)?;
             non_empty("client_name", &e.client_name)?;
             for (i, r) in e.recommendations.iter().enumerate() {
-                non_empty(&format!("recommendations[{i}].category"), &r.category)?;
-                unit_interval(&format!("recommendations[{i}].confidence"), r.confidence)?;
+                non_empty(format_args!("recommendations[{i}].category"), &r.category)?;
+                unit_interval(
+                    format_args!("recommendations[{i}].confidence"),
+                    r.confidence,
+                )?;
             }
         }
         Event::KnowledgeUpserted(e) => non_empty("knowledge_id", &e.knowledge_id)?,
@@ -151,5 +161,25 @@ mod tests {
             validate(&event).expect_err("invalid").field,
             "recommendations[1].confidence"
         );
+    }
+
+    #[test]
+    fn blank_is_empty_and_padding_is_not() {
+        let with_category = |category: &str| {
+            let mut event = default_example(EventType::DecisionGenerated);
+            if let Event::DecisionGenerated(e) = &mut event {
+                e.recommendations[0].category = category.to_owned();
+            }
+            validate(&event)
+        };
+        for blank in ["", " ", "\t\n", "\u{3000}"] {
+            let error = with_category(blank).expect_err("blank");
+            assert_eq!(
+                (error.field.as_str(), error.reason.as_str()),
+                ("recommendations[0].category", "must not be empty"),
+                "{blank:?}"
+            );
+        }
+        assert_eq!(with_category(" pricing "), Ok(()));
     }
 }
