@@ -8,10 +8,12 @@ pub mod input;
 pub mod metrics;
 pub mod perf;
 pub mod publisher;
+mod record;
 pub mod simulate;
 pub mod suite;
 
 pub use config::PublisherConfig;
 pub use error::PublishError;
 pub use metrics::PublishMetrics;
-pub use publisher::{Delivery, Publisher, WireRecord};
+pub use publisher::{Delivery, Publisher};
+pub use record::WireRecord;

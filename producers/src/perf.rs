@@ -15,7 +15,8 @@ use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::util::Timeout;
 use serde::Serialize;
 
-use crate::publisher::{Publisher, WireRecord};
+use crate::publisher::Publisher;
+use crate::record::WireRecord;
 
 /// Records in flight at once; past this the run waits for delivery reports.
 const MAX_IN_FLIGHT: usize = 20_000;

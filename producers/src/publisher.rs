@@ -5,20 +5,17 @@
 use std::sync::{Arc, RwLock};
 use std::time::Instant;
 
-use prometheus::{Histogram, IntCounter};
 use tokio::sync::OnceCell;
 
 use futures::channel::oneshot::Canceled;
 use futures::future::join_all;
-use opal_schemas::codec::encode_into;
 use opal_schemas::events::*;
 use opal_schemas::samples::current_version;
 use opal_schemas::{Codec, CodecError, Envelope, Event, EventType, validate};
 use rdkafka::ClientConfig;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::future_producer::OwnedDeliveryResult;
-use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
+use rdkafka::producer::{DeliveryFuture, FutureProducer, Producer};
 use rdkafka::util::Timeout;
 use tracing::{debug, warn};
 
@@ -26,14 +23,8 @@ use crate::buffers;
 use crate::config::PublisherConfig;
 use crate::error::PublishError;
 use crate::metrics::PublishMetrics;
-
-/// Header names set on every record.
-pub mod headers {
-    pub const EVENT_ID: &str = "opal-event-id";
-    pub const CORRELATION_ID: &str = "opal-correlation-id";
-    pub const EVENT_TYPE: &str = "opal-event-type";
-    pub const SCHEMA_ID: &str = "opal-schema-id";
-}
+pub use crate::record::headers;
+use crate::record::{Prepared, Route, WireRecord};
 
 /// Where a published event landed.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -47,77 +38,6 @@ pub struct Delivery {
 
 pub type Result<T, E = PublishError> = std::result::Result<T, E>;
 
-/// An event ready to send: envelope filled, validated, encoded. Of the
-/// event only what the record and its delivery report need is kept (the
-/// rest is dropped once encoded): a publish in flight holds this until its
-/// report comes, and a smaller publish future is copied less (an `Event` is
-/// 232 bytes, moved several times per publish).
-struct Prepared<'r> {
-    route: &'r Route,
-    event_type: EventType,
-    event_id: String,
-    correlation_id: String,
-    key: String,
-    bytes: Vec<u8>,
-}
-
-impl<'r> Prepared<'r> {
-    /// Encodes a checked event (`Publisher::check_filled`) for `route`.
-    fn encoded(route: &'r Route, mut event: Event) -> Self {
-        let mut bytes = buffers::take();
-        encode_into(&event, route.schema_id, &mut bytes);
-        let key = std::mem::take(event.key_mut());
-        let event_type = event.event_type();
-        let envelope = event.envelope_mut();
-        Prepared {
-            route,
-            event_type,
-            event_id: std::mem::take(&mut envelope.event_id),
-            correlation_id: std::mem::take(&mut envelope.correlation_id),
-            key,
-            bytes,
-        }
-    }
-
-    /// The headers of the record: names and values.
-    fn headers(&self) -> [(&'static str, &str); 4] {
-        [
-            (headers::EVENT_ID, &self.event_id),
-            (headers::CORRELATION_ID, &self.correlation_id),
-            (headers::EVENT_TYPE, self.event_type.name()),
-            (headers::SCHEMA_ID, &self.route.schema_id_header),
-        ]
-    }
-
-    /// The record librdkafka copies, headers built anew (rdkafka takes them by value).
-    fn record(&self) -> FutureRecord<'_, str, [u8]> {
-        let headers = self.headers().into_iter().fold(
-            OwnedHeaders::new_with_capacity(4),
-            |headers, (key, value)| {
-                headers.insert(Header {
-                    key,
-                    value: Some(value),
-                })
-            },
-        );
-        FutureRecord::to(&self.route.topic)
-            .key(self.key.as_str())
-            .payload(self.bytes.as_slice())
-            .headers(headers)
-    }
-}
-
-/// What every event of one type shares, resolved on its first publish
-/// instead of per event: the topic, our schema's id there (and its header
-/// value), and the metric handles under the topic label.
-struct Route {
-    topic: String,
-    schema_id: u32,
-    schema_id_header: String,
-    published: IntCounter,
-    latency: Histogram,
-}
-
 pub struct Publisher {
     config: PublisherConfig,
     client_config: ClientConfig,
@@ -128,41 +48,6 @@ pub struct Publisher {
     /// Indexed by `EventType as usize`. A failed registry lookup leaves the
     /// cell empty, so the next publish asks again (as the codec does).
     routes: [OnceCell<Route>; EventType::ALL.len()],
-}
-
-/// A record as the publisher sends it, payload and headers, for a raw
-/// rdkafka baseline to send the same (see [`Publisher::sample_record`]).
-#[derive(Debug, Clone)]
-pub struct WireRecord {
-    /// The Confluent wire format: magic byte, schema id, Avro body.
-    pub payload: Vec<u8>,
-    /// Header names and values; empty for a bare record.
-    pub headers: Vec<(&'static str, String)>,
-}
-
-impl WireRecord {
-    /// The headers as rdkafka takes them, built anew for each record as the
-    /// publisher builds its own; `None` for a bare record.
-    pub fn kafka_headers(&self) -> Option<OwnedHeaders> {
-        if self.headers.is_empty() {
-            return None;
-        }
-        Some(self.headers.iter().fold(
-            OwnedHeaders::new_with_capacity(self.headers.len()),
-            |headers, (key, value)| {
-                headers.insert(Header {
-                    key,
-                    value: Some(value),
-                })
-            },
-        ))
-    }
-
-    /// The same record without headers.
-    pub fn bare(mut self) -> Self {
-        self.headers.clear();
-        self
-    }
 }
 
 macro_rules! typed_publish {
