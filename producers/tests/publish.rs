@@ -256,6 +256,40 @@ async fn batches_keep_per_key_order_and_get_fresh_event_ids() {
     );
 }
 
+/// librdkafka's queue holds one record here (`queue.buffering.max.messages=1`;
+/// a record counts until its delivery report), so every send of a batch but
+/// the first finds it full: each waits for room instead of failing, all are
+/// delivered, and a batch keeps its order.
+#[tokio::test]
+async fn sends_into_a_full_client_queue_wait_for_room() {
+    let (mut config, _) = provisioned().await;
+    config
+        .kafka
+        .options
+        .push("queue.buffering.max.messages=1".to_owned());
+    let publisher = publisher(&config);
+    let events: Vec<Event> = (0..20)
+        .map(|_| default_example(EventType::WorkflowCompleted))
+        .collect();
+    let deliveries: Vec<Delivery> = publisher
+        .publish_batch(events)
+        .await
+        .into_iter()
+        .map(|d| d.expect("delivered"))
+        .collect();
+    assert!(
+        deliveries
+            .windows(2)
+            .all(|w| w[0].partition == w[1].partition && w[0].offset < w[1].offset),
+        "{deliveries:?}"
+    );
+    let single = publisher
+        .publish(default_example(EventType::WorkflowCompleted))
+        .await
+        .expect("a single publish after the batch");
+    assert!(single.offset > deliveries[19].offset);
+}
+
 /// A real fatal producer error. With `enable.gapless.guarantee` (a librdkafka
 /// setting, reachable through `--kafka-option`), a batch the broker refuses
 /// for good would leave a gap in the idempotent sequence, so librdkafka
