@@ -216,6 +216,24 @@ async fn the_written_envelope_keeps_what_was_given_and_fills_the_rest() {
     assert_eq!(written, expected, "the rest of the event as given");
 }
 
+/// Publishes `events` (one key) as one batch and checks that every one was
+/// delivered, to one partition, at offsets in the order given.
+async fn published_in_order(publisher: &Publisher, events: Vec<Event>) -> Vec<Delivery> {
+    let deliveries: Vec<Delivery> = publisher
+        .publish_batch(events)
+        .await
+        .into_iter()
+        .map(|d| d.expect("delivered"))
+        .collect();
+    assert!(
+        deliveries
+            .windows(2)
+            .all(|w| w[0].partition == w[1].partition && w[0].offset < w[1].offset),
+        "{deliveries:?}"
+    );
+    deliveries
+}
+
 #[tokio::test]
 async fn batches_keep_per_key_order_and_get_fresh_event_ids() {
     let (config, _) = provisioned().await;
@@ -233,18 +251,7 @@ async fn batches_keep_per_key_order_and_get_fresh_event_ids() {
             e
         })
         .collect();
-    let deliveries: Vec<_> = publisher
-        .publish_batch(events)
-        .await
-        .into_iter()
-        .map(|d| d.expect("delivered"))
-        .collect();
-    assert!(
-        deliveries
-            .windows(2)
-            .all(|w| w[0].partition == w[1].partition && w[0].offset < w[1].offset),
-        "{deliveries:?}"
-    );
+    let deliveries = published_in_order(&publisher, events).await;
     let ids: std::collections::HashSet<&str> =
         deliveries.iter().map(|d| d.event_id.as_str()).collect();
     assert_eq!(ids.len(), deliveries.len(), "one id per event");
@@ -271,18 +278,7 @@ async fn sends_into_a_full_client_queue_wait_for_room() {
     let events: Vec<Event> = (0..20)
         .map(|_| default_example(EventType::WorkflowCompleted))
         .collect();
-    let deliveries: Vec<Delivery> = publisher
-        .publish_batch(events)
-        .await
-        .into_iter()
-        .map(|d| d.expect("delivered"))
-        .collect();
-    assert!(
-        deliveries
-            .windows(2)
-            .all(|w| w[0].partition == w[1].partition && w[0].offset < w[1].offset),
-        "{deliveries:?}"
-    );
+    let deliveries = published_in_order(&publisher, events).await;
     let single = publisher
         .publish(default_example(EventType::WorkflowCompleted))
         .await
