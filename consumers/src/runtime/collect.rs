@@ -15,9 +15,14 @@
 //! leased (the same rule: only what that poll took is dropped).
 
 use std::collections::HashSet;
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll, Wake, Waker};
 use std::time::Duration;
 
-use futures::FutureExt;
+use rdkafka::consumer::StreamConsumer;
+use rdkafka::error::KafkaResult;
 use rdkafka::message::{BorrowedMessage, Message};
 
 use crate::classify::PollFailure;
@@ -53,6 +58,64 @@ impl<'c> RevocationWatch<'c> {
     }
 }
 
+/// Takes what the client has already fetched, without waiting.
+///
+/// One poll of rdkafka's queue serves one event, and not every event is a
+/// record: a rebalance (our callbacks run inside the poll), statistics, a
+/// commit's result. Such a poll returns nothing and wakes the task to be
+/// polled again at once; this waker notes that wake-up, and the queue is
+/// polled again. Polling once (`now_or_never`) took such an event for an
+/// empty queue: the batch stopped short, and a revocation queued behind it
+/// waited for the next poll, which an instance holding a batch taken ahead
+/// does not make before handling it (see tests/rebalance.rs).
+struct PollNow {
+    woken: Arc<Woken>,
+    waker: Waker,
+}
+
+/// Set when a poll asks to be polled again.
+#[derive(Default)]
+struct Woken(AtomicBool);
+
+impl Wake for Woken {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.0.store(true, Ordering::Release);
+    }
+}
+
+impl PollNow {
+    fn new() -> Self {
+        let woken = Arc::new(Woken::default());
+        PollNow {
+            waker: Waker::from(woken.clone()),
+            woken,
+        }
+    }
+
+    /// The next record (or client error) already in the queue, serving the
+    /// other events before it; None once the queue holds no more.
+    fn next<'c>(
+        &self,
+        consumer: &'c StreamConsumer<RuntimeContext>,
+    ) -> Option<KafkaResult<BorrowedMessage<'c>>> {
+        let mut context = Context::from_waker(&self.waker);
+        loop {
+            self.woken.0.store(false, Ordering::Relaxed);
+            let mut recv = std::pin::pin!(consumer.recv());
+            match recv.as_mut().poll(&mut context) {
+                Poll::Ready(next) => return Some(next),
+                // An event other than a record was served: look again.
+                Poll::Pending if self.woken.0.load(Ordering::Acquire) => continue,
+                Poll::Pending => return None,
+            }
+        }
+    }
+}
+
 /// What a collection ended on besides a full batch or an empty client queue.
 pub(super) enum Collected {
     Done,
@@ -72,8 +135,9 @@ impl<H: Handler> Runtime<H> {
         watch: &mut RevocationWatch<'_>,
         wait: Duration,
     ) -> Collected {
+        let poll_now = PollNow::new();
         while batch.len() < self.args.max_batch {
-            let next = match self.consumer.recv().now_or_never() {
+            let next = match poll_now.next(&self.consumer) {
                 Some(next) => Some(next),
                 None if wait.is_zero() => None,
                 None => tokio::time::timeout(wait, self.consumer.recv()).await.ok(),

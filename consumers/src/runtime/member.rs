@@ -14,7 +14,13 @@ use crate::config::RuntimeArgs;
 /// waited ~0.4 s with nothing fetched (a 300 000-record backlog: 108 000 →
 /// 145 000 events/s with 10 ms, see the README's Performance section). A
 /// re-check every 10 ms costs librdkafka nothing measurable.
-const DEFAULTS: [(&str, &str); 1] = [("fetch.queue.backoff.ms", "10")];
+///
+/// `statistics.interval.ms`: how often librdkafka reports the consumer lag
+/// that the metrics and readiness show (see `context`).
+const DEFAULTS: [(&str, &str); 2] = [
+    ("fetch.queue.backoff.ms", "10"),
+    ("statistics.interval.ms", "5000"),
+];
 
 /// The consumer's settings: the connection's (`kafka`, which carries the
 /// `--kafka-option`s), the runtime's own rules (offsets stored only once
@@ -34,9 +40,7 @@ pub(super) fn member_config(kafka: &ClientConfig, args: &RuntimeArgs, group: &st
         // Stored by the run loop once every event before them is settled.
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", "earliest")
-        .set("session.timeout.ms", args.session_timeout_ms.to_string())
-        // Lag for the metrics and readiness (see `context`).
-        .set("statistics.interval.ms", "5000");
+        .set("session.timeout.ms", args.session_timeout_ms.to_string());
     if let Some(instance) = &args.group_instance_id {
         config.set("group.instance.id", instance);
     }
@@ -62,6 +66,7 @@ mod tests {
     fn a_full_local_queue_is_fetched_again_after_10_ms_not_librdkafkas_second() {
         let config = config(&[]);
         assert_eq!(config.get("fetch.queue.backoff.ms"), Some("10"));
+        assert_eq!(config.get("statistics.interval.ms"), Some("5000"));
         assert_eq!(config.get("group.id"), Some("opal-diagnostics"));
         assert_eq!(config.get("enable.auto.offset.store"), Some("false"));
     }
@@ -71,9 +76,11 @@ mod tests {
         let config = config(&[
             "fetch.queue.backoff.ms=250",
             "queued.min.messages=20000",
+            "statistics.interval.ms=1000",
             "enable.auto.offset.store=true",
         ]);
         assert_eq!(config.get("fetch.queue.backoff.ms"), Some("250"));
+        assert_eq!(config.get("statistics.interval.ms"), Some("1000"));
         assert_eq!(config.get("queued.min.messages"), Some("20000"));
         assert_eq!(
             config.get("enable.auto.offset.store"),
