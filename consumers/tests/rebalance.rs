@@ -135,12 +135,13 @@ const HEARD: u32 = 30;
 /// must serve them and then the revocation (see `PollNow` in
 /// `runtime/collect.rs`); when that poll took the first of them for an empty
 /// queue, the revocation waited behind them, the instance went on to hold
-/// the batch ahead without polling again, and this test timed out. It did
-/// so with the default 5 s in 5 of 7 runs beside order.rs's tests and on
-/// every freshly started broker (librdkafka's debug log seemed to show a
-/// heartbeat answered a minute late, but its lines go through that same
-/// queue and were printed only at teardown; the broker's request log showed
-/// every heartbeat answered within 2 ms).
+/// the batch ahead without polling again, and this test timed out. With
+/// the default 5 s that happened in 5 of 7 runs in one process with
+/// order.rs's tests, and in each of 4 such runs on a freshly started broker
+/// (librdkafka's debug log seemed to show a heartbeat answered a minute
+/// late, but its lines go through that same queue and were printed only at
+/// teardown; the broker's request log showed every heartbeat answered within
+/// a few milliseconds).
 const STATISTICS: Duration = Duration::from_millis(50);
 
 /// A consumer instance running in this test, as `start` runs one, with its
