@@ -20,6 +20,15 @@ use opal_schemas::{Event, EventType};
 
 use crate::handler::{Effects, Handler, HandlerError, Source, StateOp, StateReader};
 
+/// The `kind`s (or their prefixes) of the drills above.
+const DRILLS: [&str; 5] = [
+    "fail-transient-",
+    "wait-",
+    "fail-always",
+    "reject",
+    "emit-degraded",
+];
+
 pub struct CountingHandler {
     prefix: String,
     inputs: Vec<EventType>,
@@ -63,6 +72,15 @@ impl Handler for CountingHandler {
 
     fn inputs(&self) -> Vec<EventType> {
         self.inputs.clone()
+    }
+
+    /// Every event but a drill: those count their attempts, fail or emit,
+    /// which only happens under a lease.
+    fn handles_before_lease(&self, event: &Event) -> bool {
+        match event {
+            Event::KnowledgeUpserted(k) => !DRILLS.iter().any(|d| k.kind.starts_with(d)),
+            _ => true,
+        }
     }
 
     async fn handle(

@@ -11,6 +11,15 @@
 //! given back (`release`), so that their next owner need not wait for them
 //! to expire.
 //!
+//! Events a handler may process before holding their lease (its work has no
+//! effect but the returned [`Effects`], see
+//! [`crate::Handler::handles_before_lease`]) skip the lease round trip:
+//! `apply_unleased` takes the lease and turns it into the done-mark in one
+//! step, where nobody holds one. Exactly once holds as before, since whether
+//! an event is done and its effects are decided in one script; an instance
+//! that finds another's lease leaves that event, and the ones after it, to
+//! the leased path.
+//!
 //! Leases are not durable: the lease script writes nothing to the append-only
 //! file or to replicas (`redis.set_repl(redis.REPL_NONE)`), so with
 //! `appendfsync always` only the apply's round trip waits for an fsync.
@@ -61,7 +70,9 @@ end
 return table.concat(out)
 "#;
 
-/// KEYS = idempotency keys; ARGV = token, done ttl (s), lease (ms), then for
+/// KEYS = idempotency keys; ARGV = token, done ttl (s), lease (ms), unleased
+/// ("1": a key holding no lease counts as ours, see [`Idempotency::apply_unleased`];
+/// "0": only our lease does), then for
 /// each key with state changes, in KEYS order: its position in KEYS (from 1),
 /// op count, then per op: argc, args... Keys without any (most events; all in
 /// the benchmark) take no argument: an op count of "0" per key had cost Redis
@@ -80,7 +91,8 @@ const APPLY: &str = r#"
 redis.replicate_commands()
 local out = {}
 local errors = {}
-local i = 4
+local unleased = ARGV[4] == '1'
+local i = 5
 local stopped = false
 -- The position of the next key with state changes (nil: none left).
 local listed = tonumber(ARGV[i])
@@ -91,7 +103,23 @@ for k, key in ipairs(KEYS) do
     ops = tonumber(ARGV[i + 1])
     i = i + 2
   end
-  if ops == 0 and not stopped then
+  if ops == 0 and not stopped and unleased then
+    -- Nothing to apply, no lease taken: one call marks it done unless a
+    -- lease or the mark is there already.
+    local was = redis.call('SET', key, 'done', 'NX', 'GET', 'EX', ARGV[2])
+    if not was then
+      out[k] = '1'
+    elseif was == 'done' then
+      out[k] = '2'
+    elseif was == ARGV[1] then
+      redis.call('SET', key, 'done', 'EX', ARGV[2])
+      out[k] = '1'
+    else
+      -- Another instance's lease: it goes first, and so the rest wait.
+      out[k] = '0'
+      stopped = true
+    end
+  elseif ops == 0 and not stopped then
     -- Nothing to apply (most events): one call turns our lease into the
     -- done-mark instead of GET then SET (about a quarter of this script's time).
     -- Unconditional (no XX), so that replaying it from the append-only file,
@@ -114,7 +142,7 @@ for k, key in ipairs(KEYS) do
     end
   else
   local current = redis.call('GET', key)
-  local mine = current == ARGV[1]
+  local mine = current == ARGV[1] or (unleased and not current)
   local commands = {}
   local fresh = true
   for _ = 1, ops do
@@ -136,8 +164,11 @@ for k, key in ipairs(KEYS) do
     out[k] = '2'
   elseif not mine then
     out[k] = '0'
+    -- Unleased, the events after it are not held back by leases of ours.
+    if unleased then stopped = true end
   elseif not fresh then
     out[k] = '3'
+    if unleased then stopped = true end
   elseif stopped then
     out[k] = '4'
   else
@@ -350,11 +381,34 @@ impl Idempotency {
     }
 
     /// Applies each event's state changes and marks it done, atomically, in one
-    /// round trip for all. An event whose commands Redis refuses is left
-    /// unapplied (`Err(Refused)`); the others apply.
+    /// round trip for all, where this instance holds the event's lease. An
+    /// event whose commands Redis refuses is left unapplied (`Err(Refused)`);
+    /// the others apply.
     pub async fn apply(
         &self,
         items: &[(&str, &Effects)],
+    ) -> Result<Vec<Result<Applied, Refused>>, RedisError> {
+        self.apply_script(items, false).await
+    }
+
+    /// As [`Idempotency::apply`], for events nobody holds a lease on: the
+    /// lease is taken and given back in the same step, so an event handled
+    /// before it was leased settles in one round trip instead of two. An
+    /// event already done answers `AlreadyDone`; one another instance holds
+    /// answers `LeaseLost`, and then, to keep each partition's order, every
+    /// event after it is left unapplied (`Deferred`, or `LeaseLost` if held
+    /// too), as after a guard that failed (`Conflict`) or a refusal.
+    pub async fn apply_unleased(
+        &self,
+        items: &[(&str, &Effects)],
+    ) -> Result<Vec<Result<Applied, Refused>>, RedisError> {
+        self.apply_script(items, true).await
+    }
+
+    async fn apply_script(
+        &self,
+        items: &[(&str, &Effects)],
+        unleased: bool,
     ) -> Result<Vec<Result<Applied, Refused>>, RedisError> {
         if items.is_empty() {
             return Ok(Vec::new());
@@ -362,7 +416,8 @@ impl Idempotency {
         let mut cmd = self.script_cmd(&self.apply_script, items.iter().map(|(id, _)| *id));
         cmd.arg(&self.token)
             .arg(self.done_ttl.as_secs().max(1))
-            .arg(self.lease.as_millis() as u64);
+            .arg(self.lease.as_millis() as u64)
+            .arg(if unleased { "1" } else { "0" });
         for (position, (_, effects)) in (1..).zip(items) {
             if effects.ops.is_empty() {
                 continue;

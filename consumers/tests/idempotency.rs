@@ -241,6 +241,114 @@ async fn after_a_refused_event_the_rest_of_the_batch_waits_with_its_leases_kept(
     );
 }
 
+/// An event handled before its lease: the apply takes the lease and marks it
+/// done in one step, with and without state changes, and once only.
+#[tokio::test]
+async fn an_unleased_apply_marks_and_applies_each_free_event_once() {
+    let prefix = unique("idem-unleased.");
+    let (a, b, mut redis) = two_instances(&prefix).await;
+    let counter = format!("{prefix}counter");
+    let none = Effects::none();
+    let incr = Effects::none().op(StateOp::cmd("INCRBY").arg(&counter).arg(5));
+    let items = [("e1", &none), ("e2", &incr), ("e3", &none)];
+
+    assert_eq!(
+        a.apply_unleased(&items).await.unwrap(),
+        vec![Ok(Applied::Applied); 3]
+    );
+    let total: i64 = redis.get(&counter).await.unwrap();
+    assert_eq!(total, 5);
+    for id in ["e1", "e2", "e3"] {
+        let mark: String = redis.get(key(&prefix, id)).await.unwrap();
+        assert_eq!(mark, "done", "{id}");
+        let ttl: i64 = redis.ttl(key(&prefix, id)).await.unwrap();
+        assert!(
+            ttl > 30,
+            "{id}'s done-mark lives for the done TTL (ttl {ttl} s)"
+        );
+    }
+    // Whoever comes next, unleased or leased, finds duplicates and applies nothing.
+    assert_eq!(
+        b.apply_unleased(&items).await.unwrap(),
+        vec![Ok(Applied::AlreadyDone); 3]
+    );
+    assert_eq!(
+        b.lease(&["e1", "e2", "e3"]).await.unwrap(),
+        vec![Lease::Done; 3]
+    );
+    let total: i64 = redis.get(&counter).await.unwrap();
+    assert_eq!(total, 5, "applied once");
+
+    // An event whose lease this instance holds (leased in an earlier round) is its own.
+    assert_eq!(
+        a.lease(&["e4", "e5"]).await.unwrap(),
+        vec![Lease::Acquired; 2]
+    );
+    assert_eq!(
+        a.apply_unleased(&[("e4", &none), ("e5", &incr)])
+            .await
+            .unwrap(),
+        vec![Ok(Applied::Applied); 2]
+    );
+    let total: i64 = redis.get(&counter).await.unwrap();
+    assert_eq!(total, 10);
+}
+
+/// Another instance's lease is respected, and to keep each partition's order
+/// nothing after the held event is applied (nor leased): those go the leased
+/// way once the holder is done.
+#[tokio::test]
+async fn an_unleased_apply_stops_at_another_instances_lease() {
+    for held_has_changes in [false, true] {
+        let prefix = unique("idem-unleased-held.");
+        let (a, b, mut redis) = two_instances(&prefix).await;
+        let counter = format!("{prefix}counter");
+        let none = Effects::none();
+        let incr = Effects::none().op(StateOp::cmd("INCRBY").arg(&counter).arg(1));
+        let held = if held_has_changes { &incr } else { &none };
+        assert_eq!(b.lease(&["e2"]).await.unwrap(), vec![Lease::Acquired]);
+
+        let outcome = a
+            .apply_unleased(&[("e1", &incr), ("e2", held), ("e3", &none), ("e4", &incr)])
+            .await
+            .unwrap();
+        assert_eq!(
+            outcome,
+            vec![
+                Ok(Applied::Applied),
+                Ok(Applied::LeaseLost),
+                Ok(Applied::Deferred),
+                Ok(Applied::Deferred)
+            ],
+            "held event with state changes: {held_has_changes}"
+        );
+        let total: i64 = redis.get(&counter).await.unwrap();
+        assert_eq!(total, 1, "only e1 applied");
+        let ttl: i64 = redis.pttl(key(&prefix, "e2")).await.unwrap();
+        assert!(ttl > 0, "B's lease stands (pttl {ttl})");
+        for id in ["e3", "e4"] {
+            let exists: bool = redis.exists(key(&prefix, id)).await.unwrap();
+            assert!(!exists, "{id} is neither leased nor marked");
+        }
+        assert_eq!(
+            applied(&b, &[("e2", held)]).await,
+            vec![Ok(Applied::Applied)]
+        );
+        assert_eq!(
+            a.apply_unleased(&[("e2", held), ("e3", &none), ("e4", &incr)])
+                .await
+                .unwrap(),
+            vec![
+                Ok(Applied::AlreadyDone),
+                Ok(Applied::Applied),
+                Ok(Applied::Applied)
+            ]
+        );
+        let total: i64 = redis.get(&counter).await.unwrap();
+        assert_eq!(total, if held_has_changes { 3 } else { 2 });
+    }
+}
+
 #[tokio::test]
 async fn a_redis_crash_loses_the_leases_and_keeps_the_done_marks() {
     let prefix = unique("idem-crash.");

@@ -212,3 +212,58 @@ async fn shutdown_while_a_batch_waits_processes_nothing_taken_ahead_behind_it() 
         ["000", "001", "002", "003"]
     );
 }
+
+/// Events the handler may handle before their lease (every plain counting
+/// event) settle in one Redis round trip per batch, over a backlog of small
+/// batches, and still apply once each in produced order around a lease
+/// another instance holds: the batch that meets it waits, and the events
+/// behind it with it.
+#[tokio::test]
+async fn events_handled_before_their_lease_settle_in_one_round_trip_and_wait_behind_a_held_lease() {
+    for hold in [false, true] {
+        let mut env = Env::new().await;
+        env.args.max_batch = 5;
+        let mut redis = redis().await;
+        let keys = ["unleased-a", "unleased-b"];
+        let all: Vec<(usize, Event)> = (0..20)
+            .flat_map(|seq| keys.iter().map(move |key| (seq, *key)))
+            .map(|(seq, key)| (seq, event(&env, key, seq)))
+            .collect();
+        if hold {
+            let held = &all[2 * 8 + 1].1;
+            assert_eq!(held.key(), "unleased-b");
+            hold_lease(&env, &mut redis, &held.envelope().event_id, 3000).await;
+        }
+        publish_in_order(&env, &all).await;
+
+        let (cancel, task, _, metrics) = start_observed(&env, None).await;
+        wait_for_total(&env, all.len() as i64, Duration::from_secs(60)).await;
+        settled(&env).await;
+        cancel.cancel();
+        task.await.expect("stopped");
+
+        for key in keys {
+            assert_eq!(
+                applied_order(&env, &mut redis, key).await,
+                (0..20).map(|seq| format!("{seq:03}")).collect::<Vec<_>>(),
+                "{key}, a lease held: {hold}"
+            );
+        }
+        assert_eq!(
+            get_count(&mut redis, &env.total_key()).await,
+            all.len() as i64
+        );
+        let (batches, round_trips) = (metrics.batches.get(), metrics.redis_round_trips.get());
+        if hold {
+            assert!(
+                round_trips > batches,
+                "the batch meeting the held lease went the leased way ({round_trips} round trips, {batches} batches)"
+            );
+        } else {
+            assert_eq!(
+                round_trips, batches,
+                "one round trip per batch, the lease taken with the apply"
+            );
+        }
+    }
+}

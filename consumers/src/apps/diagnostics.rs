@@ -124,6 +124,12 @@ impl Handler for DiagnosticsHandler {
         ]
     }
 
+    /// Handling is pure (state commands out, nothing read, nothing emitted):
+    /// a batch settles in one Redis round trip.
+    fn handles_before_lease(&self, _event: &Event) -> bool {
+        true
+    }
+
     async fn handle(
         &self,
         event: &Event,

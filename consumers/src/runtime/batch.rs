@@ -24,6 +24,7 @@ use crate::telemetry::OffsetStoreFailed;
 
 use super::Runtime;
 use super::handle::{Handled, PartitionEvent};
+use super::unleased::{FirstRound, FirstRoundSignal};
 
 /// What became of one record of a batch.
 pub(super) enum Outcome {
@@ -46,7 +47,7 @@ pub(super) struct Item<'c> {
     /// change); it is dead-lettered once `retry_attempts` attempts failed.
     retries: u32,
     /// The lease taken while the batch before settled (see
-    /// [`Runtime::prepare`]); the first settle round uses it instead of
+    /// [`Runtime::lease_ahead`]); the first settle round uses it instead of
     /// asking Redis again.
     lease: Option<Lease>,
 }
@@ -66,6 +67,11 @@ impl<'c> Item<'c> {
     /// that go back to being collected.
     pub(super) fn into_message(self) -> BorrowedMessage<'c> {
         self.message
+    }
+
+    /// Whether it holds a lease taken ahead, not used yet.
+    pub(super) fn has_lease(&self) -> bool {
+        self.lease.is_some()
     }
 
     /// The decoded event's id (its idempotency key); None until decoded.
@@ -89,7 +95,7 @@ pub(super) struct Abandoned;
 
 /// What one settle round left to do before the next.
 #[derive(Default)]
-struct Round {
+pub(super) struct Round {
     /// A dependency is down: wait for it.
     down: Option<ProcessingError>,
     /// Events failed transiently and will be handled again: back off first.
@@ -108,9 +114,10 @@ impl<H: Handler> Runtime<H> {
         &self,
         items: &mut [Item<'_>],
         started: Instant,
+        first_round: &FirstRoundSignal,
     ) -> Result<HashSet<(String, i32)>, Abandoned> {
         self.decode(items).await?;
-        self.settle(items).await?;
+        self.settle(items, first_round).await?;
         self.dead_letter(items).await?;
         let mut last: BTreeMap<(&str, i32), i64> = BTreeMap::new();
         // Counted per topic and resolved to metric handles once per batch.
@@ -168,15 +175,13 @@ impl<H: Handler> Runtime<H> {
         Ok(parked)
     }
 
-    /// Prepares a batch taken ahead while the batch before it settles (a
-    /// backlog): decodes what is not decoded yet ([`Runtime::decode_ahead`])
-    /// and leases the decoded events in one round trip, sent while the other
+    /// Leases a batch taken ahead while the batch before it settles (a
+    /// backlog): the decoded events, in one round trip, sent while the other
     /// batch waits for Redis. Nothing is handled: that waits until the batch
     /// before is settled, so each partition's events still apply in order. A
     /// failed lease is left to the batch's own first round, which meets the
     /// failure again.
-    pub(super) async fn prepare(&self, items: &mut [Item<'_>]) {
-        self.decode_ahead(items);
+    pub(super) async fn lease_ahead(&self, items: &mut [Item<'_>]) {
         let (indices, ids): (Vec<usize>, Vec<&str>) = items
             .iter()
             .enumerate()
@@ -193,9 +198,16 @@ impl<H: Handler> Runtime<H> {
         }
     }
 
-    /// Steps 2 and 3: lease, handle, emit and apply, until every decoded event is settled.
-    async fn settle(&self, items: &mut [Item<'_>]) -> Result<(), Abandoned> {
+    /// Steps 2 and 3: lease, handle, emit and apply, until every decoded event
+    /// is settled; the first round unleased where it may (`unleased.rs`).
+    /// Tells `first_round` whether events are left after the first round.
+    async fn settle(
+        &self,
+        items: &mut [Item<'_>],
+        first_round: &FirstRoundSignal,
+    ) -> Result<(), Abandoned> {
         let mut attempt = 0;
+        let mut first = true;
         // The dependency the last round waited for: a round without it down
         // means it answers again.
         let mut waited_on = None;
@@ -204,10 +216,26 @@ impl<H: Handler> Runtime<H> {
                 .filter(|i| items[*i].event.is_some() && items[*i].outcome.is_none())
                 .collect();
             if pending.is_empty() {
+                first_round.set(FirstRound::Settled);
                 return Ok(());
             }
             let mut round = Round::default();
-            self.settle_round(items, &pending, &mut round).await;
+            let unleased = first
+                && self.settles_unleased(pending.iter().map(|i| &items[*i]))
+                && self.settle_unleased(items, &pending, &mut round).await;
+            if !unleased {
+                self.settle_round(items, &pending, &mut round).await;
+            }
+            if first {
+                // Told before this batch waits, so the batch ahead is leased meanwhile.
+                let left = pending.iter().any(|i| items[*i].outcome.is_none());
+                first_round.set(if left {
+                    FirstRound::Waiting
+                } else {
+                    FirstRound::Settled
+                });
+                first = false;
+            }
             if let Some(e) = round.down {
                 attempt += 1;
                 let dependency = match classify(&e) {
@@ -371,7 +399,7 @@ impl<H: Handler> Runtime<H> {
 
     /// An event's apply failed with `error`: a dependency down makes the
     /// round wait; otherwise the event spends a retry or is dead-lettered.
-    fn failed(&self, item: &mut Item<'_>, error: ProcessingError, round: &mut Round) {
+    pub(super) fn failed(&self, item: &mut Item<'_>, error: ProcessingError, round: &mut Round) {
         match classify(&error) {
             FailureClass::DependencyDown(_) => {
                 round.down.get_or_insert(error);
@@ -381,7 +409,7 @@ impl<H: Handler> Runtime<H> {
     }
 
     /// A round trip for the events at `indices` failed as a whole.
-    fn all_failed(
+    pub(super) fn all_failed(
         &self,
         items: &mut [Item<'_>],
         indices: &[usize],
@@ -417,7 +445,7 @@ impl<H: Handler> Runtime<H> {
         }
     }
 
-    fn record_applied(&self, item: &mut Item<'_>, applied: Applied, round: &mut Round) {
+    pub(super) fn record_applied(&self, item: &mut Item<'_>, applied: Applied, round: &mut Round) {
         match applied {
             Applied::Applied => item.outcome = Some(Outcome::Processed),
             Applied::AlreadyDone => item.outcome = Some(Outcome::Duplicate),

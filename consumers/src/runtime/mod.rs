@@ -7,8 +7,10 @@
 //! concurrently and each partition in order, then publish emitted events and
 //! apply state with the done-marks (one more round trip); dead-letter what
 //! failed. Only then are the batch's offsets stored, so a stored offset never
-//! passes an unsettled event. Every failure is classified in
-//! [`crate::classify`]: a dependency that is down pauses the batch where it
+//! passes an unsettled event. A batch whose events the handler may handle
+//! before their leases (pure handlers: effects out, nothing else) is handled
+//! first and leased, applied and marked in one round trip instead
+//! ([`unleased`]). Every failure is classified in [`crate::classify`]: a dependency that is down pauses the batch where it
 //! stands until it returns (nothing is dead-lettered for it); a transient
 //! failure costs the event one retry; the rest dead-letter it. An event waiting
 //! for another input (a join) parks its partition: the partition is paused and
@@ -18,13 +20,15 @@
 //! handled only once this one is settled. Under a deeper backlog (that one
 //! full too) its lease goes out first, and the batch behind it is taken and
 //! decoded while this one's apply is in Redis, so Redis always has the next
-//! round trip waiting.
+//! round trip waiting. (A batch that may settle unleased is leased ahead
+//! only if the one before it waits after its first round.)
 //!
 //! One concept per file: [`context`] (librdkafka callbacks), [`member`] (the
 //! consumer's librdkafka settings), [`collect`] (taking a batch, revocations
 //! meanwhile), [`batch`] (the batch state machine), [`decode`] (its records
 //! decoded and validated), [`handle`] (one partition's events through the
 //! handler), [`emit`] (emitted events and their derived ids),
+//! [`unleased`] (batches settled in one round trip),
 //! [`dead_letters`], [`park`] (partitions waiting for another input),
 //! [`connect`] (Redis at start-up), [`waits`] (pausing for a dependency),
 //! [`release`] (leases given back at shutdown), [`topics`] (start-up checks
@@ -44,6 +48,7 @@ mod member;
 mod park;
 mod release;
 mod topics;
+mod unleased;
 mod waits;
 
 use std::collections::HashMap;
@@ -71,6 +76,7 @@ use crate::telemetry::{CommitFailed, KafkaFatal};
 
 use batch::{Abandoned, Item};
 use collect::{Collected, RevocationWatch};
+use unleased::{FirstRound, FirstRoundSignal};
 
 pub use context::RuntimeContext;
 pub use emit::derived_event_id;
@@ -355,17 +361,28 @@ impl<H: Handler> Runtime<H> {
             // from `behind` as from `next`, taken before the rewind.
             let take_behind = !stopping && fatal.is_none() && next.len() >= self.args.max_batch;
             let settled = AtomicBool::new(false);
+            let first_round = FirstRoundSignal::new();
             let mut taken_behind: Vec<Item<'_>> = Vec::new();
             let process = async {
-                let processed = self.process_batch(&mut batch, started).await;
+                let processed = self.process_batch(&mut batch, started, &first_round).await;
                 settled.store(true, Ordering::Relaxed);
+                // Settled without a settle round (nothing decoded), or abandoned.
+                first_round.set(FirstRound::Settled);
                 processed
             };
             let prepare = async {
-                self.prepare(&mut next).await;
+                // Decoded now and leased while this batch waits for Redis;
+                // a batch that may settle unleased is leased only if this
+                // one waits after its first round (see `unleased.rs`).
+                self.decode_ahead(&mut next);
+                let unleased = self.settles_unleased(next.iter());
+                if !unleased {
+                    self.lease_ahead(&mut next).await;
+                }
                 if take_behind && !settled.load(Ordering::Relaxed) && !self.cancel.is_cancelled() {
-                    // `next` is leased by now: a revocation during this poll
-                    // drops only what this poll took (see `collect`).
+                    // A revocation during this poll drops only what this poll
+                    // took (see `collect`); `next` is leased by now or is
+                    // settled unleased, which no other owner's work can pass.
                     let mut watch = RevocationWatch::start(self.consumer.context());
                     let mut messages = Vec::new();
                     let collected = self
@@ -378,6 +395,9 @@ impl<H: Handler> Runtime<H> {
                         }
                         Collected::Fatal(reason) => fatal_behind = Some(reason),
                     }
+                }
+                if unleased && first_round.waits().await {
+                    self.lease_ahead(&mut next).await;
                 }
             };
             tokio::select! {
