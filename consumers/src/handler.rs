@@ -166,9 +166,10 @@ pub trait Handler: Send + Sync + 'static {
     /// event of a batch may, the runtime handles them first and then leases,
     /// applies and marks them in one Redis round trip instead of two. Only
     /// for events whose handling does nothing but return [`Effects`] without
-    /// emits (no I/O, no state of its own): the result may be dropped (another
-    /// instance had the event first) and the event handled again under a
-    /// lease. Ignored for handlers that [`Handler::reads_own_state`].
+    /// emits (no I/O, no state of its own): it may be handled when it is
+    /// already done (a duplicate) or another instance holds it, its result
+    /// dropped, and handled again under a lease. Ignored for handlers that
+    /// [`Handler::reads_own_state`].
     fn handles_before_lease(&self, event: &Event) -> bool {
         let _ = event;
         false

@@ -1,4 +1,5 @@
-//! Exactly-once effects through Redis: lease → effect → done.
+//! Exactly-once effects through Redis: lease → effect → done (or, for events
+//! handled before their lease, effect → lease and done in one step, below).
 //!
 //! A lease (`SET key <token> NX PX <lease>`) gives one instance the right to
 //! process an event. The effects and the done-mark are applied by a Lua script
@@ -83,8 +84,9 @@ return table.concat(out)
 /// (nothing applied), "3" = a guard (`OPAL.EXPECT key [value]`) failed (nothing
 /// applied, the lease kept), "E" = Redis refused one of the event's
 /// commands (nothing applied: its earlier commands were undone, the lease
-/// kept), "4" = deferred: an earlier event of this call was refused, so to
-/// keep each partition's order nothing after it is applied (the lease kept).
+/// kept), "4" = deferred: an earlier event of this call was refused (or,
+/// unleased, held elsewhere or its guard failed), so to keep each
+/// partition's order nothing after it is applied (a lease kept, if any).
 const APPLY: &str = r#"
 -- Replicate what this script does, not the script: it reads leases, which
 -- are not in the append-only file (Redis 6.2 replicates scripts verbatim).
@@ -105,19 +107,21 @@ for k, key in ipairs(KEYS) do
   end
   if ops == 0 and not stopped and unleased then
     -- Nothing to apply, no lease taken: one call marks it done unless a
-    -- lease or the mark is there already.
-    local was = redis.call('SET', key, 'done', 'NX', 'GET', 'EX', ARGV[2])
-    if not was then
-      out[k] = '1'
-    elseif was == 'done' then
-      out[k] = '2'
-    elseif was == ARGV[1] then
-      redis.call('SET', key, 'done', 'EX', ARGV[2])
+    -- lease or the mark is there already. (Not `NX GET`: Redis 6.2 refuses it.)
+    if redis.call('SET', key, 'done', 'NX', 'EX', ARGV[2]) then
       out[k] = '1'
     else
-      -- Another instance's lease: it goes first, and so the rest wait.
-      out[k] = '0'
-      stopped = true
+      local was = redis.call('GET', key)
+      if was == 'done' then
+        out[k] = '2'
+      elseif was == ARGV[1] then
+        redis.call('SET', key, 'done', 'EX', ARGV[2])
+        out[k] = '1'
+      else
+        -- Another instance's lease: it goes first, and so the rest wait.
+        out[k] = '0'
+        stopped = true
+      end
     end
   elseif ops == 0 and not stopped then
     -- Nothing to apply (most events): one call turns our lease into the
@@ -246,13 +250,15 @@ pub enum Applied {
     Applied,
     /// Someone marked it done first: nothing applied.
     AlreadyDone,
-    /// Our lease expired and was not renewed: nothing applied; process again.
+    /// Our lease expired and was not renewed, or (unleased) another instance
+    /// holds it: nothing applied; process again.
     LeaseLost,
     /// State a guard watched changed since the handler read it: nothing
     /// applied; handle again on fresh state.
     Conflict,
-    /// An earlier event of the same apply was refused: nothing applied, so
-    /// that each partition's events apply in order; handle again (no retry spent).
+    /// An earlier event of the same apply was refused (or, unleased, held
+    /// elsewhere or refused by a guard): nothing applied, so that each
+    /// partition's events apply in order; handle again (no retry spent).
     Deferred,
 }
 
@@ -392,7 +398,7 @@ impl Idempotency {
     }
 
     /// As [`Idempotency::apply`], for events nobody holds a lease on: the
-    /// lease is taken and given back in the same step, so an event handled
+    /// lease is taken and turned into the done-mark in the same step, so an event handled
     /// before it was leased settles in one round trip instead of two. An
     /// event already done answers `AlreadyDone`; one another instance holds
     /// answers `LeaseLost`, and then, to keep each partition's order, every

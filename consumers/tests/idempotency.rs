@@ -349,6 +349,44 @@ async fn an_unleased_apply_stops_at_another_instances_lease() {
     }
 }
 
+/// A refused command stops an unleased apply as it stops a leased one: the
+/// event's earlier commands are undone, nothing after it is applied (an
+/// event already done still answers so), and no key is left behind.
+#[tokio::test]
+async fn an_unleased_apply_stops_at_a_refused_command_and_leaves_no_key() {
+    let prefix = unique("idem-unleased-refused.");
+    let (a, _, mut redis) = two_instances(&prefix).await;
+    let (text, counter) = (format!("{prefix}text"), format!("{prefix}counter"));
+    let _: () = redis.set(&text, "not a hash").await.unwrap();
+    let refused = Effects::none()
+        .op(StateOp::cmd("INCRBY").arg(&counter).arg(1))
+        .op(StateOp::cmd("HINCRBY").arg(&text).arg("f").arg(1));
+    let none = Effects::none();
+    assert_eq!(
+        a.apply_unleased(&[("e3", &none)]).await.unwrap(),
+        vec![Ok(Applied::Applied)]
+    );
+
+    let outcome = a
+        .apply_unleased(&[("e1", &refused), ("e2", &none), ("e3", &none)])
+        .await
+        .unwrap();
+    assert!(
+        matches!(&outcome[0], Err(Refused(reason)) if reason.contains("WRONGTYPE")),
+        "{outcome:?}"
+    );
+    assert_eq!(
+        outcome[1..],
+        [Ok(Applied::Deferred), Ok(Applied::AlreadyDone)]
+    );
+    let exists: bool = redis.exists(&counter).await.unwrap();
+    assert!(!exists, "e1's first command undone");
+    for id in ["e1", "e2"] {
+        let exists: bool = redis.exists(key(&prefix, id)).await.unwrap();
+        assert!(!exists, "{id} is neither leased nor marked");
+    }
+}
+
 #[tokio::test]
 async fn a_redis_crash_loses_the_leases_and_keeps_the_done_marks() {
     let prefix = unique("idem-crash.");

@@ -1,4 +1,5 @@
-//! The batch state machine: decode, settle (lease, handle, emit, apply),
+//! The batch state machine: decode, settle (lease, handle, emit, apply; or
+//! handle, then lease and apply at once: `unleased.rs`),
 //! dead-letter, then store offsets; parked partitions are rewound. Every
 //! failure on the way is classified by [`classify`]; a dependency that is
 //! down makes the batch wait where it stands, a transient failure costs the

@@ -20,8 +20,10 @@
 //! handled only once this one is settled. Under a deeper backlog (that one
 //! full too) its lease goes out first, and the batch behind it is taken and
 //! decoded while this one's apply is in Redis, so Redis always has the next
-//! round trip waiting. (A batch that may settle unleased is leased ahead
-//! only if the one before it waits after its first round.)
+//! round trip waiting. A batch that may settle unleased is leased ahead only
+//! if the one before it waits after its first round: otherwise it is decoded
+//! (and the batch behind it taken) while this one is in Redis, and Redis
+//! waits while it is handled, which costs less than the lease round trip.
 //!
 //! One concept per file: [`context`] (librdkafka callbacks), [`member`] (the
 //! consumer's librdkafka settings), [`collect`] (taking a batch, revocations
@@ -263,7 +265,7 @@ impl<H: Handler> Runtime<H> {
         // a later poll takes. Only a revocation or a park drops them.
         let mut behind: Vec<Item<'_>> = Vec::new();
         // The client failed for good while `behind` was being taken: the
-        // batch ahead, already leased, is processed first.
+        // batch ahead (leased, or settling unleased) is processed first.
         let mut fatal_behind = None;
         // The drain timeout runs once from shutdown, across the batch in
         // hand and the one taken ahead.
@@ -271,7 +273,7 @@ impl<H: Handler> Runtime<H> {
         loop {
             let stopping = self.cancel.is_cancelled();
             if stopping {
-                // Only what is leased is finished: what was taken behind it
+                // Only the batch ahead is finished: what was taken behind it
                 // was never stored, and is fetched again by the next owner.
                 behind.clear();
             }
@@ -289,9 +291,9 @@ impl<H: Handler> Runtime<H> {
                 // comes first, as if just collected (it was never leased).
                 fresh = behind.drain(..).map(Item::into_message).collect();
             }
-            // A batch taken ahead is processed as it was leased: more records
-            // would need a lease round trip of their own. On shutdown it is
-            // finished, and nothing more is taken.
+            // A batch taken ahead is processed as it was taken (and leased):
+            // more records would need a lease round trip of their own. On
+            // shutdown it is finished, and nothing more is taken.
             if ahead.is_empty() && fresh.is_empty() && fatal.is_none() {
                 let first = tokio::select! {
                     _ = self.cancel.cancelled() => break,
