@@ -1,20 +1,20 @@
 //! Taking a batch from the records the client has fetched, and the batch
 //! taken ahead under a backlog.
 //!
-//! A poll can run a rebalance (librdkafka calls back inside it), so
-//! collecting watches for revocations: records taken from a revoked partition
-//! before the revocation are dropped, not processed, as the revoke-time
-//! commit did not cover them and their next owner (this instance too, if
-//! they come back) fetches them again from the committed offsets. A batch
-//! already taken ahead is never collected into, nor dropped from: it is
-//! settled, and whoever owns its partitions next finds its events leased,
-//! then done, or (a batch settling unleased, which holds no leases) done, or
-//! not yet done, and then one of the two applies each event once, in order,
-//! as the scripts decide each event atomically. It precedes anything taken after it from the same
-//! partition, so what is dropped is always a partition's tail and no stored
-//! offset passes a dropped record. Under a deep backlog the records behind
-//! it are collected while the batch before it waits for Redis (the same
-//! rule: only what that poll took is dropped).
+//! A poll can run a rebalance (librdkafka calls back inside it), so collecting
+//! watches for revocations: records taken from a revoked partition before the
+//! revocation are dropped, not processed, as the revoke-time commit did not
+//! cover them and their next owner (this instance too, if they come back)
+//! fetches them again from the committed offsets. A batch already taken ahead
+//! is never collected into, nor dropped from: it is settled, and whoever owns
+//! its partitions next finds its events leased, then done, or (a batch settling
+//! unleased, which holds no leases) done, or not yet done, and then one of the
+//! two applies each event once, in order, as the scripts decide each event
+//! atomically. It precedes anything taken after it from the same partition, so
+//! what is dropped is always a partition's tail and no stored offset passes a
+//! dropped record. Under a deep backlog the records behind it are collected
+//! while the batch before it waits for Redis (the same rule: only what that
+//! poll took is dropped).
 
 use std::collections::HashSet;
 use std::future::Future;

@@ -10,20 +10,21 @@
 //! passes an unsettled event. A batch whose events the handler may handle
 //! before their leases (pure handlers: effects out, nothing else) is handled
 //! first and leased, applied and marked in one round trip instead
-//! ([`unleased`]). Every failure is classified in [`crate::classify`]: a dependency that is down pauses the batch where it
-//! stands until it returns (nothing is dead-lettered for it); a transient
-//! failure costs the event one retry; the rest dead-letter it. An event waiting
-//! for another input (a join) parks its partition: the partition is paused and
-//! rewound to that event and resumed a moment later, while the others go on.
-//! Under a backlog (a full batch) the next batch is taken before this one
-//! starts and is decoded and leased while this one waits for Redis; it is
-//! handled only once this one is settled. Under a deeper backlog (that one
-//! full too) its lease goes out first, and the batch behind it is taken and
-//! decoded while this one's apply is in Redis, so Redis always has the next
-//! round trip waiting. A batch that may settle unleased is leased ahead only
-//! if the one before it waits after its first round: otherwise it is decoded
-//! (and the batch behind it taken) while this one is in Redis, and Redis
-//! waits while it is handled, which costs less than the lease round trip.
+//! ([`unleased`]). Every failure is classified in [`crate::classify`]: a
+//! dependency that is down pauses the batch where it stands until it returns
+//! (nothing is dead-lettered for it); a transient failure costs the event one
+//! retry; the rest dead-letter it. An event waiting for another input (a join)
+//! parks its partition: the partition is paused and rewound to that event and
+//! resumed a moment later, while the others go on. Under a backlog (a full
+//! batch) the next batch is taken before this one starts and is decoded and
+//! leased while this one waits for Redis; it is handled only once this one is
+//! settled. Under a deeper backlog (that one full too) its lease goes out
+//! first, and the batch behind it is taken and decoded while this one's apply
+//! is in Redis, so Redis always has the next round trip waiting. A batch that
+//! may settle unleased is leased ahead only if the one before it waits after
+//! its first round: otherwise it is decoded (and the batch behind it taken)
+//! while this one is in Redis, and Redis waits while it is handled, which costs
+//! less than the lease round trip.
 //!
 //! One concept per file: [`context`] (librdkafka callbacks), [`member`] (the
 //! consumer's librdkafka settings), [`collect`] (taking a batch, revocations
