@@ -382,19 +382,28 @@ impl<H: Handler> Runtime<H> {
                 .collect();
             self.commit_effects(&refs).await
         };
+        let indices: Vec<usize> = to_commit.iter().map(|(i, _)| *i).collect();
+        self.record_committed(items, &indices, committed, round);
+    }
+
+    /// Records what committing the events at `indices` (in that order) came to.
+    pub(super) fn record_committed(
+        &self,
+        items: &mut [Item<'_>],
+        indices: &[usize],
+        committed: Result<Vec<Result<Applied, ProcessingError>>, ProcessingError>,
+        round: &mut Round,
+    ) {
         match committed {
             Ok(results) => {
-                for ((i, _), result) in to_commit.iter().zip(results) {
+                for (i, result) in indices.iter().zip(results) {
                     match result {
                         Ok(applied) => self.record_applied(&mut items[*i], applied, round),
                         Err(e) => self.failed(&mut items[*i], e, round),
                     }
                 }
             }
-            Err(e) => {
-                let indices: Vec<usize> = to_commit.iter().map(|(i, _)| *i).collect();
-                self.all_failed(items, &indices, e, round);
-            }
+            Err(e) => self.all_failed(items, indices, e, round),
         }
     }
 
@@ -468,6 +477,15 @@ impl<H: Handler> Runtime<H> {
         &self,
         items: &[(&Event, &Effects)],
     ) -> Result<Vec<Result<Applied, ProcessingError>>, ProcessingError> {
+        self.commit(items, false).await
+    }
+
+    /// [`Runtime::commit_effects`], leased or (`unleased`, see `unleased.rs`) not.
+    pub(super) async fn commit(
+        &self,
+        items: &[(&Event, &Effects)],
+        unleased: bool,
+    ) -> Result<Vec<Result<Applied, ProcessingError>>, ProcessingError> {
         let mut failures: Vec<Option<ProcessingError>> = items.iter().map(|_| None).collect();
         let (owners, emits): (Vec<usize>, Vec<Event>) = items
             .iter()
@@ -498,7 +516,12 @@ impl<H: Handler> Runtime<H> {
             .map(|((e, f), _)| (e.envelope().event_id.as_str(), *f))
             .collect();
         self.metrics.redis_round_trips.inc();
-        let mut applied = self.idempotency.apply(&applies).await?.into_iter();
+        let applied = if unleased {
+            self.idempotency.apply_unleased(&applies).await?
+        } else {
+            self.idempotency.apply(&applies).await?
+        };
+        let mut applied = applied.into_iter();
         Ok(failures
             .into_iter()
             .map(|failure| match failure {

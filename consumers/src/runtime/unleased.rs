@@ -18,7 +18,6 @@ use opal_schemas::Event;
 use rdkafka::Message;
 use tokio::sync::watch;
 
-use crate::classify::ProcessingError;
 use crate::handler::{Effects, Handler, Source};
 
 use super::Runtime;
@@ -117,26 +116,11 @@ impl<H: Handler> Runtime<H> {
                 _ => return false,
             }
         }
-        let applies: Vec<(&str, &Effects)> = handled
-            .iter()
-            .map(|(event, effects)| (event.envelope().event_id.as_str(), effects))
-            .collect();
-        self.metrics.redis_round_trips.inc();
-        match self.idempotency.apply_unleased(&applies).await {
-            Ok(results) => {
-                for (i, result) in pending.iter().zip(results) {
-                    match result {
-                        Ok(applied) => self.record_applied(&mut items[*i], applied, round),
-                        Err(refused) => self.failed(
-                            &mut items[*i],
-                            ProcessingError::StateCommand(refused.0),
-                            round,
-                        ),
-                    }
-                }
-            }
-            Err(e) => self.all_failed(items, pending, ProcessingError::Redis(e), round),
-        }
+        let committed = {
+            let refs: Vec<(&Event, &Effects)> = handled.iter().map(|(e, f)| (*e, f)).collect();
+            self.commit(&refs, true).await
+        };
+        self.record_committed(items, pending, committed, round);
         true
     }
 }
