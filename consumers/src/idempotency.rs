@@ -40,7 +40,10 @@
 //! The scripts touch keys they are not given in KEYS (the handlers' state), so
 //! they need a single Redis, not Redis Cluster.
 
+use std::future::Future;
 use std::io::Write;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use redis::aio::ConnectionManager;
@@ -72,8 +75,11 @@ return table.concat(out)
 "#;
 
 /// KEYS = idempotency keys; ARGV = token, done ttl (s), lease (ms), unleased
-/// ("1": a key holding no lease counts as ours, see [`Idempotency::apply_unleased`];
-/// "0": only our lease does), then for
+/// ("0": only our lease counts as ours; otherwise a key holding no lease
+/// does too, see [`Idempotency::apply_unleased`], and the argument is this
+/// call's place in its instance's [`Chain`]: "<seq>", or "<seq>:<after>" to
+/// apply nothing unless the call `after` applied all of its events), the
+/// chain's key (unleased), then for
 /// each key with state changes, in KEYS order: its position in KEYS (from 1),
 /// op count, then per op: argc, args... Keys without any (most events; all in
 /// the benchmark) take no argument: an op count of "0" per key had cost Redis
@@ -93,9 +99,16 @@ const APPLY: &str = r#"
 redis.replicate_commands()
 local out = {}
 local errors = {}
-local unleased = ARGV[4] == '1'
-local i = 5
+local unleased = ARGV[4] ~= '0'
+local i = 6
 local stopped = false
+local seq, after
+if unleased then
+  seq, after = string.match(ARGV[4], '^(%d+):?(%d*)$')
+  -- Chained behind a call that stopped (or never ran, or has not run yet):
+  -- nothing is applied, so no partition's events pass that call's.
+  if after ~= '' and redis.call('GET', ARGV[5]) ~= after then stopped = true end
+end
 -- The position of the next key with state changes (nil: none left).
 local listed = tonumber(ARGV[i])
 for k, key in ipairs(KEYS) do
@@ -213,6 +226,14 @@ for k, key in ipairs(KEYS) do
   end
   if here then listed = tonumber(ARGV[i]) end
 end
+if unleased and not stopped then
+  -- Every event settled: calls chained behind this one may apply. Kept in
+  -- memory only, like a lease: lost, the next call defers and goes the
+  -- leased way.
+  redis.set_repl(redis.REPL_NONE)
+  redis.call('SET', ARGV[5], seq, 'PX', ARGV[3])
+  redis.set_repl(redis.REPL_ALL)
+end
 table.insert(errors, 1, table.concat(out))
 return errors
 "#;
@@ -262,6 +283,12 @@ pub enum Applied {
     Deferred,
 }
 
+/// One `apply_unleased` call in its instance's sequence, so that a call sent
+/// before an earlier one answered can be made to apply nothing unless that
+/// one applied all of its events (see [`Idempotency::apply_unleased_after`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Chain(u64);
+
 /// Redis refused one of an event's state commands (its reply, e.g.
 /// `WRONGTYPE Operation against a key holding the wrong kind of value`):
 /// nothing of the event was applied.
@@ -273,6 +300,11 @@ pub struct Idempotency {
     connection: ConnectionManager,
     prefix: String,
     token: String,
+    /// Where the apply script notes the last unleased call of this instance
+    /// that settled all its events ([`Chain`]).
+    chain_key: String,
+    /// The last [`Chain`] handed out, shared by the clones (one instance).
+    chain: Arc<AtomicU64>,
     done_ttl: Duration,
     lease: Duration,
     lease_script: Script,
@@ -291,10 +323,15 @@ impl Idempotency {
         done_ttl: Duration,
         lease: Duration,
     ) -> Self {
+        let prefix = format!("{topic_prefix}opal:idempotency:{group}:");
+        let token = format!("lease:{}", uuid::Uuid::new_v4().simple());
         Idempotency {
             connection,
-            prefix: format!("{topic_prefix}opal:idempotency:{group}:"),
-            token: format!("lease:{}", uuid::Uuid::new_v4().simple()),
+            // Event ids are UUIDs: no event's key ends in a token.
+            chain_key: format!("{prefix}chain:{token}"),
+            chain: Arc::new(AtomicU64::new(0)),
+            prefix,
+            token,
             done_ttl,
             lease,
             lease_script: Script::new(LEASE),
@@ -394,7 +431,7 @@ impl Idempotency {
         &self,
         items: &[(&str, &Effects)],
     ) -> Result<Vec<Result<Applied, Refused>>, RedisError> {
-        self.apply_script(items, false).await
+        self.apply_script(items, None).await
     }
 
     /// As [`Idempotency::apply`], for events nobody holds a lease on: the
@@ -408,22 +445,58 @@ impl Idempotency {
         &self,
         items: &[(&str, &Effects)],
     ) -> Result<Vec<Result<Applied, Refused>>, RedisError> {
-        self.apply_script(items, true).await
+        self.apply_unleased_after(items, self.next_chain(), None)
+            .await
     }
 
+    /// The place of a next `apply_unleased_after` call in this instance's sequence.
+    pub fn next_chain(&self) -> Chain {
+        Chain(self.chain.fetch_add(1, Ordering::Relaxed) + 1)
+    }
+
+    /// As [`Idempotency::apply_unleased`], as call `this` of the instance's
+    /// sequence; with `after`, it applies nothing (every event `Deferred`,
+    /// or answered as done or held elsewhere) unless call `after` ran before
+    /// it and applied or found done every one of its events. The command is
+    /// built at once and the returned future owns it, so a batch's call can
+    /// be sent and left in flight while the batch before it is still in
+    /// Redis, without passing any event that batch leaves unsettled.
+    pub fn apply_unleased_after(
+        &self,
+        items: &[(&str, &Effects)],
+        this: Chain,
+        after: Option<Chain>,
+    ) -> impl Future<Output = Result<Vec<Result<Applied, Refused>>, RedisError>> + Send + 'static
+    {
+        let place = match after {
+            Some(after) => format!("{}:{}", this.0, after.0),
+            None => this.0.to_string(),
+        };
+        let cmd = self.apply_cmd(items, Some(&place));
+        let idempotency = self.clone();
+        async move { idempotency.run_apply(cmd).await }
+    }
+
+    /// The apply script, leased (`place` None) or unleased as call `place` of the chain.
     async fn apply_script(
         &self,
         items: &[(&str, &Effects)],
-        unleased: bool,
+        place: Option<&str>,
     ) -> Result<Vec<Result<Applied, Refused>>, RedisError> {
+        self.run_apply(self.apply_cmd(items, place)).await
+    }
+
+    /// The apply script's command (None: nothing to apply).
+    fn apply_cmd(&self, items: &[(&str, &Effects)], place: Option<&str>) -> Option<Cmd> {
         if items.is_empty() {
-            return Ok(Vec::new());
+            return None;
         }
         let mut cmd = self.script_cmd(&self.apply_script, items.iter().map(|(id, _)| *id));
         cmd.arg(&self.token)
             .arg(self.done_ttl.as_secs().max(1))
             .arg(self.lease.as_millis() as u64)
-            .arg(if unleased { "1" } else { "0" });
+            .arg(place.unwrap_or("0"))
+            .arg(place.map_or("", |_| self.chain_key.as_str()));
         for (position, (_, effects)) in (1..).zip(items) {
             if effects.ops.is_empty() {
                 continue;
@@ -436,6 +509,17 @@ impl Idempotency {
                 }
             }
         }
+        Some(cmd)
+    }
+
+    /// Sends an apply command and reads its answer, one per event.
+    async fn run_apply(
+        &self,
+        cmd: Option<Cmd>,
+    ) -> Result<Vec<Result<Applied, Refused>>, RedisError> {
+        let Some(cmd) = cmd else {
+            return Ok(Vec::new());
+        };
         let mut replies: std::vec::IntoIter<String> = self
             .run_script::<Vec<String>>(APPLY, &cmd)
             .await?

@@ -387,6 +387,94 @@ async fn an_unleased_apply_stops_at_a_refused_command_and_leaves_no_key() {
     }
 }
 
+/// A call chained after another (sent before that one answered) applies
+/// only if that one ran first and settled every event: behind a call that
+/// stopped at another instance's lease, or one that has not run, nothing
+/// is applied or marked, and so no partition's events pass the stop.
+#[tokio::test]
+async fn a_chained_unleased_apply_applies_only_behind_a_call_that_settled_everything() {
+    let prefix = unique("idem-unleased-chain.");
+    let (a, b, mut redis) = two_instances(&prefix).await;
+    let counter = format!("{prefix}counter");
+    let none = Effects::none();
+    let incr = Effects::none().op(StateOp::cmd("INCRBY").arg(&counter).arg(1));
+
+    // Behind a call that settled everything: applied.
+    let first = a.next_chain();
+    let second = a.next_chain();
+    assert_eq!(
+        a.apply_unleased_after(&[("e1", &incr)], first, None)
+            .await
+            .unwrap(),
+        vec![Ok(Applied::Applied)]
+    );
+    assert_eq!(
+        a.apply_unleased_after(&[("e2", &incr), ("e3", &none)], second, Some(first))
+            .await
+            .unwrap(),
+        vec![Ok(Applied::Applied); 2]
+    );
+
+    // Behind a call that stopped at B's lease: nothing, not even an event
+    // of another partition; and so on down the chain.
+    assert_eq!(b.lease(&["e5"]).await.unwrap(), vec![Lease::Acquired]);
+    let (stops, behind, further) = (a.next_chain(), a.next_chain(), a.next_chain());
+    assert_eq!(
+        a.apply_unleased_after(&[("e4", &incr), ("e5", &none)], stops, Some(second))
+            .await
+            .unwrap(),
+        vec![Ok(Applied::Applied), Ok(Applied::LeaseLost)]
+    );
+    let chained = [("e6", &incr), ("e3", &none), ("e5", &none)];
+    assert_eq!(
+        a.apply_unleased_after(&chained, behind, Some(stops))
+            .await
+            .unwrap(),
+        vec![
+            Ok(Applied::Deferred),
+            Ok(Applied::AlreadyDone),
+            Ok(Applied::LeaseLost)
+        ]
+    );
+    assert_eq!(
+        a.apply_unleased_after(&[("e7", &none)], further, Some(behind))
+            .await
+            .unwrap(),
+        vec![Ok(Applied::Deferred)]
+    );
+    for id in ["e6", "e7"] {
+        let exists: bool = redis.exists(key(&prefix, id)).await.unwrap();
+        assert!(!exists, "{id} is neither leased nor marked");
+    }
+    let total: i64 = redis.get(&counter).await.unwrap();
+    assert_eq!(total, 3, "e1, e2 and e4 applied");
+
+    // Behind a call that has not run (its answer would come later): nothing.
+    let (later, early) = (a.next_chain(), a.next_chain());
+    assert_eq!(
+        a.apply_unleased_after(&[("e8", &incr)], early, Some(later))
+            .await
+            .unwrap(),
+        vec![Ok(Applied::Deferred)]
+    );
+    // A new chain starts behind nothing, and the next links to it.
+    assert_eq!(
+        a.apply_unleased_after(&[("e6", &incr)], later, None)
+            .await
+            .unwrap(),
+        vec![Ok(Applied::Applied)]
+    );
+    let next = a.next_chain();
+    assert_eq!(
+        a.apply_unleased_after(&[("e7", &none), ("e8", &incr)], next, Some(later))
+            .await
+            .unwrap(),
+        vec![Ok(Applied::Applied); 2]
+    );
+    let total: i64 = redis.get(&counter).await.unwrap();
+    assert_eq!(total, 5, "e6 and e8 applied once each");
+}
+
 #[tokio::test]
 async fn a_redis_crash_loses_the_leases_and_keeps_the_done_marks() {
     let prefix = unique("idem-crash.");

@@ -20,7 +20,9 @@ use crate::classify::{FailureClass, ProcessingError, classify};
 use crate::dependency::Dependency;
 use crate::dlq::DeadLetter;
 use crate::handler::{Effects, Handler};
-use crate::idempotency::{Applied, Lease};
+use crate::idempotency::{Applied, Chain, Lease};
+
+use super::unleased::SentAhead;
 use crate::telemetry::OffsetStoreFailed;
 
 use super::Runtime;
@@ -116,9 +118,10 @@ impl<H: Handler> Runtime<H> {
         items: &mut [Item<'_>],
         started: Instant,
         first_round: &FirstRoundSignal,
+        sent_ahead: Option<(SentAhead, bool)>,
     ) -> Result<HashSet<(String, i32)>, Abandoned> {
         self.decode(items).await?;
-        self.settle(items, first_round).await?;
+        self.settle(items, first_round, sent_ahead).await?;
         self.dead_letter(items).await?;
         let mut last: BTreeMap<(&str, i32), i64> = BTreeMap::new();
         // Counted per topic and resolved to metric handles once per batch.
@@ -202,10 +205,13 @@ impl<H: Handler> Runtime<H> {
     /// Steps 2 and 3: lease, handle, emit and apply, until every decoded event
     /// is settled; the first round unleased where it may (`unleased.rs`).
     /// Tells `first_round` whether events are left after the first round.
+    /// `sent_ahead`: the batch's call sent while the batch before was in
+    /// Redis, and whether that batch's call settled every event.
     async fn settle(
         &self,
         items: &mut [Item<'_>],
         first_round: &FirstRoundSignal,
+        mut sent_ahead: Option<(SentAhead, bool)>,
     ) -> Result<(), Abandoned> {
         let mut attempt = 0;
         let mut first = true;
@@ -222,8 +228,26 @@ impl<H: Handler> Runtime<H> {
             }
             let mut round = Round::default();
             let unleased = first
-                && self.settles_unleased(pending.iter().map(|i| &items[*i]))
-                && self.settle_unleased(items, &pending, &mut round).await;
+                && match sent_ahead.take() {
+                    Some((sent, chain_intact)) => {
+                        self.record_sent_ahead(
+                            items,
+                            &pending,
+                            sent,
+                            chain_intact,
+                            first_round,
+                            &mut round,
+                        )
+                        .await;
+                        true
+                    }
+                    None => {
+                        self.settles_unleased(pending.iter().map(|i| &items[*i]))
+                            && self
+                                .settle_unleased(items, &pending, first_round, &mut round)
+                                .await
+                    }
+                };
             if !unleased {
                 self.settle_round(items, &pending, &mut round).await;
             }
@@ -477,14 +501,15 @@ impl<H: Handler> Runtime<H> {
         &self,
         items: &[(&Event, &Effects)],
     ) -> Result<Vec<Result<Applied, ProcessingError>>, ProcessingError> {
-        self.commit(items, false).await
+        self.commit(items, None).await
     }
 
-    /// [`Runtime::commit_effects`], leased or (`unleased`, see `unleased.rs`) not.
+    /// [`Runtime::commit_effects`], leased or (`unleased`: this call's place
+    /// in the chain and the call it must follow, see `unleased.rs`) not.
     pub(super) async fn commit(
         &self,
         items: &[(&Event, &Effects)],
-        unleased: bool,
+        unleased: Option<(Chain, Option<Chain>)>,
     ) -> Result<Vec<Result<Applied, ProcessingError>>, ProcessingError> {
         let mut failures: Vec<Option<ProcessingError>> = items.iter().map(|_| None).collect();
         let (owners, emits): (Vec<usize>, Vec<Event>) = items
@@ -516,10 +541,13 @@ impl<H: Handler> Runtime<H> {
             .map(|((e, f), _)| (e.envelope().event_id.as_str(), *f))
             .collect();
         self.metrics.redis_round_trips.inc();
-        let applied = if unleased {
-            self.idempotency.apply_unleased(&applies).await?
-        } else {
-            self.idempotency.apply(&applies).await?
+        let applied = match unleased {
+            Some((this, after)) => {
+                self.idempotency
+                    .apply_unleased_after(&applies, this, after)
+                    .await?
+            }
+            None => self.idempotency.apply(&applies).await?,
         };
         let mut applied = applied.into_iter();
         Ok(failures

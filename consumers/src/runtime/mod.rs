@@ -20,11 +20,14 @@
 //! leased while this one waits for Redis; it is handled only once this one is
 //! settled. Under a deeper backlog (that one full too) its lease goes out
 //! first, and the batch behind it is taken and decoded while this one's apply
-//! is in Redis, so Redis always has the next round trip waiting. A batch that
-//! may settle unleased is leased ahead only if the one before it waits after
-//! its first round: otherwise it is decoded (and the batch behind it taken)
-//! while this one is in Redis, and Redis waits while it is handled, which costs
-//! less than the lease round trip.
+//! is in Redis, so Redis always has the next round trip waiting. Batches that
+//! may settle unleased are not leased ahead: once this batch's call went out,
+//! the batch ahead and the one behind it are handled and their calls sent
+//! behind it, chained so that none applies past an event a call before it
+//! left unsettled, and left in flight across batches, so Redis goes from one
+//! batch to the next without waiting for this instance ([`unleased`]). The
+//! batch ahead is leased ahead as before if this one waits after its first
+//! round.
 //!
 //! One concept per file: [`context`] (librdkafka callbacks), [`member`] (the
 //! consumer's librdkafka settings), [`collect`] (taking a batch, revocations
@@ -79,7 +82,7 @@ use crate::telemetry::{CommitFailed, KafkaFatal};
 
 use batch::{Abandoned, Item};
 use collect::{Collected, RevocationWatch};
-use unleased::{FirstRound, FirstRoundSignal};
+use unleased::{Ahead, FirstRound, FirstRoundSignal, SentAhead};
 
 pub use context::RuntimeContext;
 pub use emit::derived_event_id;
@@ -265,6 +268,13 @@ impl<H: Handler> Runtime<H> {
         // deep backlog), decoded, not leased: they come next, before anything
         // a later poll takes. Only a revocation or a park drops them.
         let mut behind: Vec<Item<'_>> = Vec::new();
+        // The unleased calls of `ahead` and `behind` sent while the batch
+        // before them was in Redis (`unleased.rs`), in flight or answered.
+        let mut ahead_sent: Option<SentAhead> = None;
+        let mut behind_sent: Option<SentAhead> = None;
+        // The last batch's first round was an unleased call that settled
+        // every event: the call of the batch after it, chained to it, applies.
+        let mut chain_intact = false;
         // The client failed for good while `behind` was being taken: the
         // batch ahead (leased, or settling unleased) is processed first.
         let mut fatal_behind = None;
@@ -277,9 +287,11 @@ impl<H: Handler> Runtime<H> {
                 // Only the batch ahead is finished: what was taken behind it
                 // was never stored, and is fetched again by the next owner.
                 behind.clear();
+                behind_sent = None;
             }
             if let Some(reason) = fatal_behind.take() {
                 behind.clear();
+                behind_sent = None;
                 fatal = Some(reason);
             }
             if stopping && ahead.is_empty() {
@@ -291,6 +303,7 @@ impl<H: Handler> Runtime<H> {
                 // Everything taken ahead was parked: what was taken behind it
                 // comes first, as if just collected (it was never leased).
                 fresh = behind.drain(..).map(Item::into_message).collect();
+                behind_sent = None;
             }
             // A batch taken ahead is processed as it was taken (and leased):
             // more records would need a lease round trip of their own. On
@@ -323,6 +336,7 @@ impl<H: Handler> Runtime<H> {
             // was taken behind the last), and decode and lease it while this
             // one settles.
             let mut next: Vec<Item<'_>> = std::mem::take(&mut behind);
+            let mut next_sent = behind_sent.take();
             let mut taken = Vec::new();
             if next.is_empty()
                 && !stopping
@@ -336,13 +350,14 @@ impl<H: Handler> Runtime<H> {
                 taken.clear();
             }
             next.extend(taken.into_iter().map(Item::new));
-            let mut batch: Vec<Item<'_>> = if ahead.is_empty() {
-                fresh.into_iter().map(Item::new).collect()
+            let (mut batch, batch_sent): (Vec<Item<'_>>, _) = if ahead.is_empty() {
+                (fresh.into_iter().map(Item::new).collect(), None)
             } else {
-                std::mem::take(&mut ahead)
+                (std::mem::take(&mut ahead), ahead_sent.take())
             };
             if batch.is_empty() {
                 ahead = next;
+                ahead_sent = next_sent;
                 if fatal.is_some() {
                     break;
                 }
@@ -366,8 +381,12 @@ impl<H: Handler> Runtime<H> {
             let settled = AtomicBool::new(false);
             let first_round = FirstRoundSignal::new();
             let mut taken_behind: Vec<Item<'_>> = Vec::new();
+            let mut sent_behind: Option<SentAhead> = None;
             let process = async {
-                let processed = self.process_batch(&mut batch, started, &first_round).await;
+                let sent = batch_sent.map(|sent| (sent, chain_intact));
+                let processed = self
+                    .process_batch(&mut batch, started, &first_round, sent)
+                    .await;
                 settled.store(true, Ordering::Relaxed);
                 // Settled without a settle round (nothing decoded), or abandoned.
                 first_round.set(FirstRound::Settled);
@@ -399,8 +418,26 @@ impl<H: Handler> Runtime<H> {
                         Collected::Fatal(reason) => fatal_behind = Some(reason),
                     }
                 }
-                if unleased && first_round.waits().await {
-                    self.lease_ahead(&mut next).await;
+                if unleased {
+                    match first_round.ahead().await {
+                        Ahead::Lease => self.lease_ahead(&mut next).await,
+                        Ahead::SendAfter(chain) => {
+                            // The batch ahead's call behind this one's, and
+                            // the batch behind's behind that: left in flight.
+                            if next_sent.is_none() {
+                                next_sent = self.send_ahead(&next, chain).await;
+                            }
+                            if let Some(after) = next_sent.as_ref().map(SentAhead::chain) {
+                                sent_behind = self.send_ahead(&taken_behind, after).await;
+                            }
+                            // This batch waits after all: the batch ahead's
+                            // call applied nothing, and it is leased as before.
+                            if first_round.waits().await {
+                                self.lease_ahead(&mut next).await;
+                            }
+                        }
+                        Ahead::Wait => {}
+                    }
                 }
             };
             tokio::select! {
@@ -408,16 +445,28 @@ impl<H: Handler> Runtime<H> {
                     Ok(parked) => {
                         // A parked partition was rewound: what was taken ahead
                         // from it comes again after the parked record.
+                        // (Their calls sent ahead, chained behind this
+                        // batch's, which left events unsettled, applied nothing.)
                         if !parked.is_empty() {
                             let unparked = |item: &Item<'_>| {
                                 let m = &item.message;
                                 !parked.contains(&(m.topic().to_owned(), m.partition()))
                             };
+                            let (n, b) = (next.len(), taken_behind.len());
                             next.retain(unparked);
                             taken_behind.retain(unparked);
+                            if next.len() != n {
+                                next_sent = None;
+                            }
+                            if taken_behind.len() != b {
+                                sent_behind = None;
+                            }
                         }
+                        chain_intact = first_round.chain_intact();
                         ahead = next;
+                        ahead_sent = next_sent;
                         behind = taken_behind;
+                        behind_sent = sent_behind;
                     }
                     // Abandoned (shutdown came while the batch waited): what
                     // was taken after it is not processed either, or its
