@@ -103,11 +103,15 @@ local unleased = ARGV[4] ~= '0'
 local i = 6
 local stopped = false
 local seq, after
+-- Chained behind a call that stopped (or never ran, or has not run yet):
+-- nothing is applied, so no partition's events pass that call's.
+local fenced = false
 if unleased then
   seq, after = string.match(ARGV[4], '^(%d+):?(%d*)$')
-  -- Chained behind a call that stopped (or never ran, or has not run yet):
-  -- nothing is applied, so no partition's events pass that call's.
-  if after ~= '' and redis.call('GET', ARGV[5]) ~= after then stopped = true end
+  if after ~= '' and redis.call('GET', ARGV[5]) ~= after then
+    stopped = true
+    fenced = true
+  end
 end
 -- The position of the next key with state changes (nil: none left).
 local listed = tonumber(ARGV[i])
@@ -183,6 +187,9 @@ for k, key in ipairs(KEYS) do
     out[k] = '0'
     -- Unleased, the events after it are not held back by leases of ours.
     if unleased then stopped = true end
+  elseif fenced then
+    -- Deferred, not a conflict: its guard was not what stopped it.
+    out[k] = '4'
   elseif not fresh then
     out[k] = '3'
     if unleased then stopped = true end

@@ -425,7 +425,14 @@ async fn a_chained_unleased_apply_applies_only_behind_a_call_that_settled_everyt
             .unwrap(),
         vec![Ok(Applied::Applied), Ok(Applied::LeaseLost)]
     );
-    let chained = [("e6", &incr), ("e3", &none), ("e5", &none)];
+    // (A guard that would fail does not make it a conflict: it was not run.)
+    let guarded = Effects::none().op(StateOp::expect(&counter, Some("0")));
+    let chained = [
+        ("e6", &incr),
+        ("e3", &none),
+        ("e5", &none),
+        ("e9", &guarded),
+    ];
     assert_eq!(
         a.apply_unleased_after(&chained, behind, Some(stops))
             .await
@@ -433,7 +440,8 @@ async fn a_chained_unleased_apply_applies_only_behind_a_call_that_settled_everyt
         vec![
             Ok(Applied::Deferred),
             Ok(Applied::AlreadyDone),
-            Ok(Applied::LeaseLost)
+            Ok(Applied::LeaseLost),
+            Ok(Applied::Deferred)
         ]
     );
     assert_eq!(
@@ -442,7 +450,7 @@ async fn a_chained_unleased_apply_applies_only_behind_a_call_that_settled_everyt
             .unwrap(),
         vec![Ok(Applied::Deferred)]
     );
-    for id in ["e6", "e7"] {
+    for id in ["e6", "e7", "e9"] {
         let exists: bool = redis.exists(key(&prefix, id)).await.unwrap();
         assert!(!exists, "{id} is neither leased nor marked");
     }

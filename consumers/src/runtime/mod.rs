@@ -266,7 +266,8 @@ impl<H: Handler> Runtime<H> {
         let mut ahead: Vec<Item<'_>> = Vec::new();
         // Records taken behind `ahead` while the batch before it settled (a
         // deep backlog), decoded, not leased: they come next, before anything
-        // a later poll takes. Only a revocation or a park drops them.
+        // a later poll takes. Only a park, shutdown or a fatal client error
+        // drops them.
         let mut behind: Vec<Item<'_>> = Vec::new();
         // The unleased calls of `ahead` and `behind` sent while the batch
         // before them was in Redis (`unleased.rs`), in flight or answered.
@@ -455,10 +456,11 @@ impl<H: Handler> Runtime<H> {
                             let (n, b) = (next.len(), taken_behind.len());
                             next.retain(unparked);
                             taken_behind.retain(unparked);
+                            // (The call behind goes with the one it is chained to.)
                             if next.len() != n {
                                 next_sent = None;
                             }
-                            if taken_behind.len() != b {
+                            if next_sent.is_none() || taken_behind.len() != b {
                                 sent_behind = None;
                             }
                         }
