@@ -82,7 +82,7 @@ use crate::telemetry::{CommitFailed, KafkaFatal};
 
 use batch::{Abandoned, Item};
 use collect::{Collected, RevocationWatch};
-use unleased::{Ahead, FirstRound, FirstRoundSignal, SentAhead};
+use unleased::{Ahead, CallAhead, FirstRound, FirstRoundSignal, SentAhead};
 
 pub use context::RuntimeContext;
 pub use emit::derived_event_id;
@@ -425,12 +425,26 @@ impl<H: Handler> Runtime<H> {
                         Ahead::SendAfter(chain) => {
                             // The batch ahead's call behind this one's, and
                             // the batch behind's behind that: left in flight.
-                            if next_sent.is_none() {
-                                next_sent = self.send_ahead(&next, chain).await;
+                            let call_next = match next_sent {
+                                Some(_) => None,
+                                None => self.call_ahead(&next, chain).await,
+                            };
+                            let next_chain = next_sent
+                                .as_ref()
+                                .map(SentAhead::chain)
+                                .or(call_next.as_ref().map(CallAhead::chain));
+                            let call_behind = match next_chain {
+                                Some(after) => self.call_ahead(&taken_behind, after).await,
+                                None => None,
+                            };
+                            let fresh_next = call_next.is_some();
+                            let mut sent = self
+                                .send_in_order(call_next.into_iter().chain(call_behind).collect())
+                                .into_iter();
+                            if fresh_next {
+                                next_sent = sent.next();
                             }
-                            if let Some(after) = next_sent.as_ref().map(SentAhead::chain) {
-                                sent_behind = self.send_ahead(&taken_behind, after).await;
-                            }
+                            sent_behind = sent.next();
                             // This batch waits after all: the batch ahead's
                             // call applied nothing, and it is leased as before.
                             if first_round.waits().await {

@@ -10,7 +10,7 @@
 //! the events behind either).
 //!
 //! Under a backlog the batches taken ahead settle the same way while the
-//! batch in hand is still in Redis ([`Runtime::send_ahead`]): once that
+//! batch in hand is still in Redis ([`Runtime::call_ahead`]): once that
 //! batch's call went out, the batch ahead is handled and its call sent
 //! behind it, and the batch behind that one too, each left in flight, so
 //! Redis goes from one batch to the next without waiting for this instance
@@ -26,8 +26,10 @@ use opal_schemas::Event;
 use rdkafka::Message;
 use tokio::sync::watch;
 
+use futures::FutureExt;
+use futures::future::BoxFuture;
 use redis::RedisError;
-use tokio::task::JoinHandle;
+use tokio::sync::oneshot;
 
 use crate::classify::ProcessingError;
 use crate::handler::{Effects, Handler, Source};
@@ -136,14 +138,29 @@ impl FirstRoundSignal {
     }
 }
 
+/// What an apply call answers: one result per event, in order.
+type Reply = Result<Vec<Result<Applied, Refused>>, RedisError>;
+
 /// A batch's unleased call, sent while the batch before it was in Redis.
 pub(super) struct SentAhead {
     chain: Chain,
     /// Its answer, one per item of the batch, in order.
-    reply: JoinHandle<Result<Vec<Result<Applied, Refused>>, RedisError>>,
+    reply: oneshot::Receiver<Reply>,
 }
 
 impl SentAhead {
+    pub(super) fn chain(&self) -> Chain {
+        self.chain
+    }
+}
+
+/// A batch's unleased call, built and not sent yet ([`Runtime::send_in_order`]).
+pub(super) struct CallAhead {
+    chain: Chain,
+    call: BoxFuture<'static, Reply>,
+}
+
+impl CallAhead {
     pub(super) fn chain(&self) -> Chain {
         self.chain
     }
@@ -190,13 +207,13 @@ impl<H: Handler> Runtime<H> {
         true
     }
 
-    /// Handles `items`, a batch taken ahead, and sends their unleased call
-    /// chained behind call `after`, leaving it in flight for the batch's
-    /// first round. None, having sent nothing, if the batch may not settle
-    /// unleased, holds a record still to be decoded (it may precede the
-    /// others of its partition), or the handler answered anything but
-    /// effects without emits: the batch then settles in its own turn.
-    pub(super) async fn send_ahead(&self, items: &[Item<'_>], after: Chain) -> Option<SentAhead> {
+    /// Handles `items`, a batch taken ahead, and builds their unleased call
+    /// chained behind call `after`, to be sent and left in flight for the
+    /// batch's first round. None if the batch may not settle unleased, holds
+    /// a record still to be decoded (it may precede the others of its
+    /// partition), or the handler answered anything but effects without
+    /// emits: the batch then settles in its own turn.
+    pub(super) async fn call_ahead(&self, items: &[Item<'_>], after: Chain) -> Option<CallAhead> {
         if items.is_empty()
             || !items.iter().all(|item| item.event.is_some())
             || !self.settles_unleased(items.iter())
@@ -211,13 +228,36 @@ impl<H: Handler> Runtime<H> {
             .filter_map(|(item, f)| Some((item.event_id()?, f)))
             .collect();
         let chain = self.idempotency.next_chain();
-        self.metrics.redis_round_trips.inc();
-        let reply = tokio::spawn(self.idempotency.apply_unleased_after(
-            &applies,
-            chain,
-            Some(after),
-        ));
-        Some(SentAhead { chain, reply })
+        let call = self
+            .idempotency
+            .apply_unleased_after(&applies, chain, Some(after))
+            .boxed();
+        Some(CallAhead { chain, call })
+    }
+
+    /// Sends `calls` in their order, each behind the one before on the
+    /// connection (one task polls them in turn: tasks of their own could
+    /// send them out of order, and a call that arrives before the one it is
+    /// chained to applies nothing), and leaves them in flight.
+    pub(super) fn send_in_order(&self, calls: Vec<CallAhead>) -> Vec<SentAhead> {
+        if calls.is_empty() {
+            return Vec::new();
+        }
+        self.metrics.redis_round_trips.inc_by(calls.len() as u64);
+        let (sends, sent): (Vec<_>, Vec<_>) = calls
+            .into_iter()
+            .map(|CallAhead { chain, call }| {
+                let (answer, reply) = oneshot::channel();
+                let send = async move {
+                    // Nobody waits any more if the batch was dropped (shutdown).
+                    let _ = answer.send(call.await);
+                };
+                (send, SentAhead { chain, reply })
+            })
+            .unzip();
+        // `join_all` polls them in order, so each is sent in order.
+        tokio::spawn(futures::future::join_all(sends));
+        sent
     }
 
     /// The first round of a batch whose call was sent ahead: records what it
@@ -242,7 +282,8 @@ impl<H: Handler> Runtime<H> {
                 self.all_failed(items, pending, ProcessingError::Redis(e), round);
                 return;
             }
-            // The task did not finish: nothing known, the next round handles them again.
+            // The call's task ended without an answer (the runtime is shutting
+            // down): nothing known, the next round handles them again.
             Err(_) => return,
         };
         let mut results = results.into_iter();
