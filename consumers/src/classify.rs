@@ -7,6 +7,7 @@ use opal_schemas::CodecError;
 
 use crate::dependency::Dependency;
 use crate::handler::HandlerError;
+use crate::idempotency::Refused;
 
 /// What the runtime does with a failed event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -70,6 +71,12 @@ pub enum ProcessingError {
         #[source]
         source: PublishError,
     },
+}
+
+impl From<Refused> for ProcessingError {
+    fn from(refused: Refused) -> Self {
+        ProcessingError::StateCommand(refused.0)
+    }
 }
 
 /// Decides the class of `error`.

@@ -20,7 +20,7 @@ use crate::classify::{FailureClass, ProcessingError, classify};
 use crate::dependency::Dependency;
 use crate::dlq::DeadLetter;
 use crate::handler::{Effects, Handler};
-use crate::idempotency::{Applied, Chain, Lease};
+use crate::idempotency::{Applied, Chain, Lease, Refused};
 
 use super::unleased::SentAhead;
 use crate::telemetry::OffsetStoreFailed;
@@ -549,17 +549,26 @@ impl<H: Handler> Runtime<H> {
             }
             None => self.idempotency.apply(&applies).await?,
         };
-        let mut applied = applied.into_iter();
-        Ok(failures
-            .into_iter()
-            .map(|failure| match failure {
-                Some(e) => Err(e),
-                None => match applied.next() {
-                    Some(Ok(a)) => Ok(a),
-                    Some(Err(refused)) => Err(ProcessingError::StateCommand(refused.0)),
-                    None => Ok(Applied::LeaseLost),
-                },
-            })
-            .collect())
+        Ok(answers(failures, applied))
     }
+}
+
+/// Each event's result: its failure before the apply, else the apply
+/// script's answer for it, in order (an event the script did not answer lost
+/// its lease: nothing of it is known applied).
+pub(super) fn answers(
+    failures: Vec<Option<ProcessingError>>,
+    applied: Vec<Result<Applied, Refused>>,
+) -> Vec<Result<Applied, ProcessingError>> {
+    let mut applied = applied.into_iter();
+    failures
+        .into_iter()
+        .map(|failure| match failure {
+            Some(e) => Err(e),
+            None => match applied.next() {
+                Some(answer) => answer.map_err(ProcessingError::from),
+                None => Ok(Applied::LeaseLost),
+            },
+        })
+        .collect()
 }

@@ -36,7 +36,7 @@ use crate::handler::{Effects, Handler, Source};
 use crate::idempotency::{Applied, Chain, Refused};
 
 use super::Runtime;
-use super::batch::{Item, Round};
+use super::batch::{Item, Round, answers};
 
 /// How the batch in hand came out of its first settle round.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -276,27 +276,15 @@ impl<H: Handler> Runtime<H> {
         if chain_intact {
             first_round.sent(sent.chain);
         }
-        let results = match sent.reply.await {
-            Ok(Ok(results)) => results,
-            Ok(Err(e)) => {
-                self.all_failed(items, pending, ProcessingError::Redis(e), round);
-                return;
-            }
+        let committed = match sent.reply.await {
+            Ok(applied) => applied
+                .map(|applied| answers(pending.iter().map(|_| None).collect(), applied))
+                .map_err(ProcessingError::Redis),
             // The call's task ended without an answer (the runtime is shutting
             // down): nothing known, the next round handles them again.
             Err(_) => return,
         };
-        let mut results = results.into_iter();
-        for i in pending {
-            match results.next().unwrap_or(Ok(Applied::LeaseLost)) {
-                Ok(applied) => self.record_applied(&mut items[*i], applied, round),
-                Err(refused) => self.failed(
-                    &mut items[*i],
-                    ProcessingError::StateCommand(refused.0),
-                    round,
-                ),
-            }
-        }
+        self.record_committed(items, pending, committed, round);
         if pending.iter().all(|i| items[*i].outcome.is_some()) {
             first_round.sent(sent.chain);
         }
