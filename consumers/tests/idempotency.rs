@@ -483,6 +483,135 @@ async fn a_chained_unleased_apply_applies_only_behind_a_call_that_settled_everyt
     assert_eq!(total, 5, "e6 and e8 applied once each");
 }
 
+/// A partition changes hands while its last owner's calls are in flight.
+/// A settled events 0-4 (its committed offset is 5), then sent two chained
+/// calls, 5-9 and 10-14, which reach Redis after B (the new owner, starting
+/// at offset 5) sent its own two, 5-11 and 12-14: the four arrive in every
+/// order (sending in order is not what keeps this safe: a reload after
+/// `NOSCRIPT` can reorder them). B then settles what is left the leased
+/// way, as its runtime does with deferred events. Every event applies
+/// exactly once and in produced order, whatever the order of arrival: no
+/// call applies past an event that the call before it in its chain left
+/// unsettled (without the chain check, B's second call, arriving first,
+/// applies 12-14 before 5-11).
+#[tokio::test]
+async fn calls_in_flight_across_a_rebalance_apply_each_event_once_in_order_in_any_arrival_order() {
+    // Events with state changes append their sequence number to a list (the
+    // order they applied in); the odd ones take the no-state path.
+    let effects = |prefix: &str, seq: usize| {
+        if seq.is_multiple_of(2) {
+            Effects::none().op(StateOp::cmd("RPUSH")
+                .arg(format!("{prefix}applied"))
+                .arg(seq))
+        } else {
+            Effects::none()
+        }
+    };
+    // (instance, first event, last event): A's two calls, then B's two.
+    let calls = [(0, 5, 9), (0, 10, 14), (1, 5, 11), (1, 12, 14)];
+    for order in permutations(calls.len()) {
+        let prefix = unique("idem-rebalance-in-flight.");
+        let (a, b, mut redis) = two_instances(&prefix).await;
+        let ids: Vec<String> = (0..15).map(|seq| format!("e{seq}")).collect();
+        let all: Vec<Effects> = (0..15).map(|seq| effects(&prefix, seq)).collect();
+        let items = |from: usize, to: usize| -> Vec<(&str, &Effects)> {
+            (from..=to)
+                .map(|seq| (ids[seq].as_str(), &all[seq]))
+                .collect()
+        };
+        let mut applied_by: Vec<usize> = vec![0; 15];
+        let mut count = |from: usize, answers: &[Result<Applied, Refused>]| {
+            for (seq, answer) in (from..).zip(answers) {
+                if *answer == Ok(Applied::Applied) {
+                    applied_by[seq] += 1;
+                }
+            }
+        };
+
+        // A's settled batch: the chain its calls in flight hang on.
+        let settled = a.next_chain();
+        let answers = a
+            .apply_unleased_after(&items(0, 4), settled, None)
+            .await
+            .unwrap();
+        count(0, &answers);
+        let (a1, a2) = (a.next_chain(), a.next_chain());
+        let (b1, b2) = (b.next_chain(), b.next_chain());
+        let chains = [
+            (a1, Some(settled)),
+            (a2, Some(a1)),
+            (b1, None),
+            (b2, Some(b1)),
+        ];
+        for &k in &order {
+            let (instance, from, to) = calls[k];
+            let instance = if instance == 0 { &a } else { &b };
+            let (this, after) = chains[k];
+            let answers = instance
+                .apply_unleased_after(&items(from, to), this, after)
+                .await
+                .unwrap();
+            count(from, &answers);
+        }
+        // B settles whatever was deferred, in order, under its leases.
+        let rest: Vec<&str> = ids[5..].iter().map(String::as_str).collect();
+        let leases = b.lease(&rest).await.unwrap();
+        let mut acquired = Vec::new();
+        for (seq, lease) in (5..).zip(&leases) {
+            match lease {
+                Lease::Acquired => acquired.push((ids[seq].as_str(), &all[seq])),
+                Lease::Done => {}
+                Lease::HeldElsewhere => panic!("{order:?}: e{seq} left leased"),
+            }
+        }
+        let answers = applied(&b, &acquired).await;
+        assert_eq!(
+            answers,
+            vec![Ok(Applied::Applied); acquired.len()],
+            "{order:?}: B's leased pass"
+        );
+        for ((id, _), answer) in acquired.iter().zip(&answers) {
+            if *answer == Ok(Applied::Applied) {
+                let seq: usize = id[1..].parse().unwrap();
+                applied_by[seq] += 1;
+            }
+        }
+
+        assert_eq!(
+            applied_by,
+            vec![1; 15],
+            "{order:?}: each event applied once"
+        );
+        let list: Vec<usize> = redis
+            .lrange(format!("{prefix}applied"), 0, -1)
+            .await
+            .unwrap();
+        assert_eq!(
+            list,
+            (0..15usize)
+                .filter(|seq| seq.is_multiple_of(2))
+                .collect::<Vec<_>>(),
+            "{order:?}: the state changes in produced order"
+        );
+    }
+}
+
+/// Every order of `0..n`.
+fn permutations(n: usize) -> Vec<Vec<usize>> {
+    if n == 0 {
+        return vec![Vec::new()];
+    }
+    let mut all = Vec::new();
+    for rest in permutations(n - 1) {
+        for at in 0..=rest.len() {
+            let mut order = rest.clone();
+            order.insert(at, n - 1);
+            all.push(order);
+        }
+    }
+    all
+}
+
 #[tokio::test]
 async fn a_redis_crash_loses_the_leases_and_keeps_the_done_marks() {
     let prefix = unique("idem-crash.");
