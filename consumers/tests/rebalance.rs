@@ -1,7 +1,9 @@
 //! A rebalance that takes a partition from an instance while it holds a batch
 //! of it taken ahead (decoded and leased while the batch before settled): the
 //! batch is settled after the revocation, and the partition's next owner
-//! waits for its leases instead of applying what follows.
+//! waits for its leases instead of applying what follows. And the same on
+//! the one-round-trip path, with the calls of the batches taken ahead left
+//! in flight across the revocation.
 
 mod common;
 
@@ -53,6 +55,9 @@ impl Holds {
 struct Holding {
     inner: CountingHandler,
     holds: Arc<Holds>,
+    /// Handled before their leases as the counting handler's are (the
+    /// one-round-trip path, `runtime/unleased.rs`), or always leased first.
+    before_lease: bool,
 }
 
 impl Handler for Holding {
@@ -62,6 +67,10 @@ impl Handler for Holding {
 
     fn inputs(&self) -> Vec<EventType> {
         self.inner.inputs()
+    }
+
+    fn handles_before_lease(&self, event: &Event) -> bool {
+        self.before_lease && self.inner.handles_before_lease(event)
     }
 
     async fn handle(
@@ -79,6 +88,33 @@ impl Handler for Holding {
         }
         self.inner.handle(event, source, state).await
     }
+}
+
+/// The knowledge key of the rebalance tests' events. crc32("ahead-0") % 3 ==
+/// 2: librdkafka's default partitioner puts it on partition 2 of 3, the one
+/// range assignment gives the second member.
+const KEY: &str = "ahead-0";
+
+/// Publishes 240 events of `KEY`, in order; their ids.
+async fn publish_on_partition_2(env: &Env) -> Vec<String> {
+    let events: Vec<Event> = (0..240).map(|seq| event(env, KEY, seq)).collect();
+    let ids: Vec<String> = events
+        .iter()
+        .map(|e| e.envelope().event_id.clone())
+        .collect();
+    let partitions: BTreeSet<i32> = env
+        .publisher
+        .publish_batch(events)
+        .await
+        .into_iter()
+        .map(|d| d.expect("published").partition)
+        .collect();
+    assert_eq!(
+        partitions,
+        BTreeSet::from([2]),
+        "every event on partition 2"
+    );
+    ids
 }
 
 /// The state of `env`'s group as the broker reports it (`Stable`, `PreparingRebalance`, ...).
@@ -208,26 +244,7 @@ async fn a_rebalance_while_a_batch_is_taken_ahead_applies_each_event_once_in_ord
     let max_batch = 20;
     // Longer than the test: a lease held across the holds never expires.
     env.args.lease_ms = 120_000;
-    // crc32("ahead-0") % 3 == 2: librdkafka's default partitioner puts it on
-    // partition 2 of 3, the one range assignment gives the second member.
-    let key = "ahead-0";
-    let events: Vec<Event> = (0..240).map(|seq| event(&env, key, seq)).collect();
-    let ids: Vec<String> = events
-        .iter()
-        .map(|e| e.envelope().event_id.clone())
-        .collect();
-    let partitions: BTreeSet<i32> = env
-        .publisher
-        .publish_batch(events)
-        .await
-        .into_iter()
-        .map(|d| d.expect("published").partition)
-        .collect();
-    assert_eq!(
-        partitions,
-        BTreeSet::from([2]),
-        "every event on partition 2"
-    );
+    let ids = publish_on_partition_2(&env).await;
 
     // Event `max_batch` is in the second batch or later: the schema is
     // cached by then, so the batch taken ahead decodes and is leased.
@@ -236,6 +253,7 @@ async fn a_rebalance_while_a_batch_is_taken_ahead_applies_each_event_once_in_ord
     let handler = Holding {
         inner: CountingHandler::new(env.count_prefix.clone(), vec![EventType::KnowledgeUpserted]),
         holds: holds.clone(),
+        before_lease: false,
     };
     let (cancel_a, task_a, _) = instance(&env, handler, "a", max_batch).await;
     tokio::time::timeout(TIMEOUT, holds.reached.notified())
@@ -308,7 +326,105 @@ async fn a_rebalance_while_a_batch_is_taken_ahead_applies_each_event_once_in_ord
         "every event applied exactly once"
     );
     assert_eq!(
-        applied_order(&env, &mut redis, key).await,
+        applied_order(&env, &mut redis, KEY).await,
+        (0..ids.len())
+            .map(|seq| format!("{seq:03}"))
+            .collect::<Vec<_>>(),
+        "in produced order"
+    );
+    assert_eq!(dlq_records(&env).await, 0, "nothing dead-lettered");
+}
+
+/// The same handover on the one-round-trip path (a pure handler: no leases,
+/// calls left in flight across batches, `runtime/unleased.rs`). The first
+/// instance is held on the first event of its second batch, which it handles
+/// once its first batch's call has gone out; released once the group is
+/// rebalancing and it has heard so, it sends the calls of that batch and of
+/// the one behind it, chained, and meets the revocation at one of its next
+/// polls, with calls it sent ahead in flight or answered and their offsets
+/// not stored yet (in every run so far: 40-59 and 60-79 applied by the
+/// first instance after offset 40 was committed). The second instance starts
+/// from the offsets committed at the revocation, so it reads again events
+/// the first instance's calls applied, and must find them done: each event
+/// applied once, in order, every batch in one round trip.
+///
+/// What makes the handover deterministic is the first test's (one
+/// partition, static ids, the held handler that keeps the instance from
+/// polling, `HEARTBEAT`, `STATISTICS`); here the hold is in the handling of
+/// the batch taken ahead, beside the batch in hand's call.
+#[tokio::test]
+async fn a_rebalance_while_calls_are_left_in_flight_applies_each_event_once_in_order() {
+    let env = Env::new().await;
+    let mut redis = redis().await;
+    let max_batch = 20;
+    let ids = publish_on_partition_2(&env).await;
+
+    // Event `max_batch` is the first of the second batch, the batch taken
+    // ahead: handled (and held) after the first batch's call went out.
+    let holds = Arc::new(Holds::default());
+    holds.add(max_batch);
+    let handler = Holding {
+        inner: CountingHandler::new(env.count_prefix.clone(), vec![EventType::KnowledgeUpserted]),
+        holds: holds.clone(),
+        before_lease: true,
+    };
+    let (cancel_a, task_a, metrics_a) = instance(&env, handler, "a", max_batch).await;
+    tokio::time::timeout(TIMEOUT, holds.reached.notified())
+        .await
+        .expect("the held event reached");
+    // The first batch went by itself: one call, applied, nothing leased.
+    wait_for_total(&env, max_batch as i64, TIMEOUT).await;
+
+    let (cancel_b, task_b, metrics_b) = instance(
+        &env,
+        CountingHandler::new(env.count_prefix.clone(), vec![EventType::KnowledgeUpserted]),
+        "b",
+        5 * max_batch,
+    )
+    .await;
+    wait_until(TIMEOUT, "the group rebalancing", || {
+        let state = group_state(&env);
+        async move { state == "PreparingRebalance" }
+    })
+    .await;
+    tokio::time::sleep(HEARTBEAT * HEARD).await;
+    // Asserted once both instances have stopped (see the first test).
+    let applied_while_held = get_count(&mut redis, &env.total_key()).await;
+    holds.release.notify_one();
+
+    wait_for_total(&env, ids.len() as i64, Duration::from_secs(120)).await;
+    settled(&env).await;
+    cancel_a.cancel();
+    cancel_b.cancel();
+    task_a.await.expect("first instance");
+    task_b.await.expect("second instance");
+
+    assert_eq!(
+        applied_while_held, max_batch as i64,
+        "the first batch applied, nothing after the held event"
+    );
+    assert_eq!(
+        metrics_a.redis_round_trips.get() + metrics_b.redis_round_trips.get(),
+        metrics_a.batches.get() + metrics_b.batches.get(),
+        "one round trip per batch: nothing went the leased way"
+    );
+    let topic = env.topic(EventType::KnowledgeUpserted);
+    let duplicates = metrics_b
+        .consumed
+        .with_label_values(&["counting", &topic, "duplicate"])
+        .get();
+    assert!(
+        duplicates >= max_batch as u64,
+        "the second instance read again at least one batch that a call of the first \
+         instance's, sent ahead, applied, and found it done: {duplicates} duplicates"
+    );
+    assert_eq!(
+        counts(&mut redis, &env.count_prefix, &ids).await,
+        vec![1; ids.len()],
+        "every event applied exactly once"
+    );
+    assert_eq!(
+        applied_order(&env, &mut redis, KEY).await,
         (0..ids.len())
             .map(|seq| format!("{seq:03}"))
             .collect::<Vec<_>>(),
