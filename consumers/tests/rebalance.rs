@@ -180,18 +180,21 @@ const HEARD: u32 = 30;
 /// a few milliseconds).
 const STATISTICS: Duration = Duration::from_millis(50);
 
-/// A consumer instance running in this test, as `start` runs one, with its
-/// own handler and static member id.
+/// A consumer instance running in this test.
+struct Instance {
+    cancel: CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+    metrics: opal_consumers::metrics::ConsumerMetrics,
+}
+
+/// Starts a consumer instance, as `start` runs one, with its own handler and
+/// static member id.
 async fn instance<H: Handler>(
     env: &Env,
     handler: H,
     member: &'static str,
     max_batch: usize,
-) -> (
-    CancellationToken,
-    tokio::task::JoinHandle<()>,
-    opal_consumers::metrics::ConsumerMetrics,
-) {
+) -> Instance {
     let mut args = env.args.clone();
     args.group_instance_id = Some(format!("{}-{member}", env.group));
     args.max_batch = max_batch;
@@ -216,7 +219,80 @@ async fn instance<H: Handler>(
             "{member}: stopped within the drain timeout"
         );
     });
-    (cancel, task, metrics)
+    Instance {
+        cancel,
+        task,
+        metrics,
+    }
+}
+
+/// The first instance: the counting handler, holding the events in `holds`.
+async fn held_instance(
+    env: &Env,
+    holds: &Arc<Holds>,
+    before_lease: bool,
+    max_batch: usize,
+) -> Instance {
+    let handler = Holding {
+        inner: CountingHandler::new(env.count_prefix.clone(), vec![EventType::KnowledgeUpserted]),
+        holds: holds.clone(),
+        before_lease,
+    };
+    instance(env, handler, "a", max_batch).await
+}
+
+/// Starts the second instance and waits until the group is rebalancing and
+/// the first instance, held, has heard so (see `HEARTBEAT`).
+async fn second_instance_joins(env: &Env, max_batch: usize) -> Instance {
+    let second = instance(
+        env,
+        CountingHandler::new(env.count_prefix.clone(), vec![EventType::KnowledgeUpserted]),
+        "b",
+        // Its first batch holds the held events and what follows them.
+        5 * max_batch,
+    )
+    .await;
+    wait_until(TIMEOUT, "the group rebalancing", || {
+        let state = group_state(env);
+        async move { state == "PreparingRebalance" }
+    })
+    .await;
+    tokio::time::sleep(HEARTBEAT * HEARD).await;
+    second
+}
+
+/// Waits until every event of `ids` is applied and committed, then stops
+/// both instances. (The tests assert only after this: a test that fails while
+/// an instance is held mid-rebalance cannot drop it, as librdkafka's close
+/// waits for the rebalance, and would hang instead of failing.)
+async fn run_to_the_end(env: &Env, ids: &[String], first: Instance, second: Instance) {
+    wait_for_total(env, ids.len() as i64, Duration::from_secs(120)).await;
+    settled(env).await;
+    first.cancel.cancel();
+    second.cancel.cancel();
+    first.task.await.expect("first instance");
+    second.task.await.expect("second instance");
+}
+
+/// Every event of `ids` applied exactly once, in produced order, and nothing dead-lettered.
+async fn assert_each_once_in_order(
+    env: &Env,
+    redis: &mut redis::aio::MultiplexedConnection,
+    ids: &[String],
+) {
+    assert_eq!(
+        counts(redis, &env.count_prefix, ids).await,
+        vec![1; ids.len()],
+        "every event applied exactly once"
+    );
+    assert_eq!(
+        applied_order(env, redis, KEY).await,
+        (0..ids.len())
+            .map(|seq| format!("{seq:03}"))
+            .collect::<Vec<_>>(),
+        "in produced order"
+    );
+    assert_eq!(dlq_records(env).await, 0, "nothing dead-lettered");
 }
 
 /// A rebalance that reaches an instance while it holds a batch taken ahead.
@@ -250,12 +326,7 @@ async fn a_rebalance_while_a_batch_is_taken_ahead_applies_each_event_once_in_ord
     // cached by then, so the batch taken ahead decodes and is leased.
     let holds = Arc::new(Holds::default());
     holds.add(max_batch);
-    let handler = Holding {
-        inner: CountingHandler::new(env.count_prefix.clone(), vec![EventType::KnowledgeUpserted]),
-        holds: holds.clone(),
-        before_lease: false,
-    };
-    let (cancel_a, task_a, _) = instance(&env, handler, "a", max_batch).await;
+    let first = held_instance(&env, &holds, false, max_batch).await;
     tokio::time::timeout(TIMEOUT, holds.reached.notified())
         .await
         .expect("the first held event reached");
@@ -276,20 +347,7 @@ async fn a_rebalance_while_a_batch_is_taken_ahead_applies_each_event_once_in_ord
     let ahead = first_leased + max_batch;
     holds.add(ahead);
 
-    let (cancel_b, task_b, metrics_b) = instance(
-        &env,
-        CountingHandler::new(env.count_prefix.clone(), vec![EventType::KnowledgeUpserted]),
-        "b",
-        // Its first batch holds the held events and what follows them.
-        5 * max_batch,
-    )
-    .await;
-    wait_until(TIMEOUT, "the group rebalancing", || {
-        let state = group_state(&env);
-        async move { state == "PreparingRebalance" }
-    })
-    .await;
-    tokio::time::sleep(HEARTBEAT * HEARD).await;
+    let second = second_instance_joins(&env, max_batch).await;
     holds.release.notify_one();
 
     tokio::time::timeout(TIMEOUT, holds.reached.notified())
@@ -298,41 +356,19 @@ async fn a_rebalance_while_a_batch_is_taken_ahead_applies_each_event_once_in_ord
     // Two lease rounds: the second instance owns the partition, met the
     // leases, waited and asked again.
     wait_until(TIMEOUT, "the second instance meeting the leases", || {
-        let trips = metrics_b.redis_round_trips.get();
+        let trips = second.metrics.redis_round_trips.get();
         async move { trips >= 2 }
     })
     .await;
-    // Asserted once both instances have stopped: a test that fails while an
-    // instance is held mid-rebalance cannot drop it (librdkafka's close waits
-    // for the rebalance), and would hang instead of failing.
     let applied_while_held = get_count(&mut redis, &env.total_key()).await;
     holds.release.notify_one();
-
-    wait_for_total(&env, ids.len() as i64, Duration::from_secs(120)).await;
-    settled(&env).await;
-    cancel_a.cancel();
-    cancel_b.cancel();
-    task_a.await.expect("first instance");
-    task_b.await.expect("second instance");
+    run_to_the_end(&env, &ids, first, second).await;
 
     assert_eq!(
         applied_while_held, ahead as i64,
         "nothing behind the batch held ahead applied while it was held"
     );
-
-    assert_eq!(
-        counts(&mut redis, &env.count_prefix, &ids).await,
-        vec![1; ids.len()],
-        "every event applied exactly once"
-    );
-    assert_eq!(
-        applied_order(&env, &mut redis, KEY).await,
-        (0..ids.len())
-            .map(|seq| format!("{seq:03}"))
-            .collect::<Vec<_>>(),
-        "in produced order"
-    );
-    assert_eq!(dlq_records(&env).await, 0, "nothing dead-lettered");
+    assert_each_once_in_order(&env, &mut redis, &ids).await;
 }
 
 /// The same handover on the one-round-trip path (a pure handler: no leases,
@@ -363,41 +399,18 @@ async fn a_rebalance_while_calls_are_left_in_flight_applies_each_event_once_in_o
     // ahead: handled (and held) after the first batch's call went out.
     let holds = Arc::new(Holds::default());
     holds.add(max_batch);
-    let handler = Holding {
-        inner: CountingHandler::new(env.count_prefix.clone(), vec![EventType::KnowledgeUpserted]),
-        holds: holds.clone(),
-        before_lease: true,
-    };
-    let (cancel_a, task_a, metrics_a) = instance(&env, handler, "a", max_batch).await;
+    let first = held_instance(&env, &holds, true, max_batch).await;
     tokio::time::timeout(TIMEOUT, holds.reached.notified())
         .await
         .expect("the held event reached");
     // The first batch went by itself: one call, applied, nothing leased.
     wait_for_total(&env, max_batch as i64, TIMEOUT).await;
 
-    let (cancel_b, task_b, metrics_b) = instance(
-        &env,
-        CountingHandler::new(env.count_prefix.clone(), vec![EventType::KnowledgeUpserted]),
-        "b",
-        5 * max_batch,
-    )
-    .await;
-    wait_until(TIMEOUT, "the group rebalancing", || {
-        let state = group_state(&env);
-        async move { state == "PreparingRebalance" }
-    })
-    .await;
-    tokio::time::sleep(HEARTBEAT * HEARD).await;
-    // Asserted once both instances have stopped (see the first test).
+    let second = second_instance_joins(&env, max_batch).await;
     let applied_while_held = get_count(&mut redis, &env.total_key()).await;
     holds.release.notify_one();
-
-    wait_for_total(&env, ids.len() as i64, Duration::from_secs(120)).await;
-    settled(&env).await;
-    cancel_a.cancel();
-    cancel_b.cancel();
-    task_a.await.expect("first instance");
-    task_b.await.expect("second instance");
+    let (metrics_a, metrics_b) = (first.metrics.clone(), second.metrics.clone());
+    run_to_the_end(&env, &ids, first, second).await;
 
     assert_eq!(
         applied_while_held, max_batch as i64,
@@ -418,17 +431,5 @@ async fn a_rebalance_while_calls_are_left_in_flight_applies_each_event_once_in_o
         "the second instance read again at least one batch that a call of the first \
          instance's, sent ahead, applied, and found it done: {duplicates} duplicates"
     );
-    assert_eq!(
-        counts(&mut redis, &env.count_prefix, &ids).await,
-        vec![1; ids.len()],
-        "every event applied exactly once"
-    );
-    assert_eq!(
-        applied_order(&env, &mut redis, KEY).await,
-        (0..ids.len())
-            .map(|seq| format!("{seq:03}"))
-            .collect::<Vec<_>>(),
-        "in produced order"
-    );
-    assert_eq!(dlq_records(&env).await, 0, "nothing dead-lettered");
+    assert_each_once_in_order(&env, &mut redis, &ids).await;
 }
